@@ -1,0 +1,74 @@
+"""Rebuilding the session and block index from the blob footers alone (``replay reindex``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Callable
+
+from replay import codec
+from replay.catalog.sqlite import SessionDelta, SqliteCatalog
+from replay.catalog.summary import summarize
+from replay.storage import BlobStore
+
+
+async def read_footer(store: BlobStore, key: str, size: int) -> codec.Footer:
+    trailer = await store.get(key, size - codec.TRAILER.size, size)
+    length = codec.footer_length(trailer)
+    start = size - codec.TRAILER.size - length
+    if start < 0:
+        raise codec.CorruptObject(f"{key}: footer longer than the object")
+    return codec.parse_footer(await store.get(key, start, size - codec.TRAILER.size))
+
+
+@dataclass
+class RebuildReport:
+    objects: int = 0
+    blocks: int = 0
+    sessions: int = 0
+    skipped: int = 0  # objects that are not ours or do not decode
+
+
+async def _deltas(store: BlobStore, key: str, footer: codec.Footer, keep: list[codec.BlockEntry]) -> list[SessionDelta]:
+    deltas = []
+    for entry in keep:
+        data = await store.get(key, entry.offset, entry.offset + entry.length)
+        items = await asyncio.to_thread(codec.decompress_block, data)
+        stats = summarize(event for _w, event in items)
+        raw = codec.raw_size(data, len(items))
+        deltas.append(SessionDelta(entry.project_id, entry.session_id, stats, entry.distinct_id,
+                                   entry.window_ids, entry.meta, raw, entry.length))
+    return deltas
+
+
+async def rebuild_index(store: BlobStore, catalog: SqliteCatalog,
+                        progress: Callable[[str], None] | None = None) -> RebuildReport:
+    """Forget the derived index and rebuild it from every object's footer.
+
+    Session objects (from compaction) name the blocks they replace; those blocks are skipped, so
+    a rebuild prefers the compacted copy, and a batch object whose blocks are all replaced is left out.
+    """
+    report = RebuildReport()
+    footers: list[tuple[str, int, codec.Footer]] = []
+    async for info in store.list(""):
+        try:
+            footers.append((info.key, info.size, await read_footer(store, info.key, info.size)))
+        except (codec.CorruptObject, KeyError):
+            report.skipped += 1
+    replaced = {(k, o) for _key, _size, f in footers if f.kind == "session" for k, o in f.replaces}
+    await catalog.clear_index()
+    sessions = set()
+    for key, size, footer in sorted(footers, key=lambda x: x[2].created_ms):
+        keep = [b for b in footer.blocks if (key, b.offset) not in replaced]
+        if not keep:
+            continue
+        deltas = await _deltas(store, key, footer, keep)
+        footer = codec.Footer(footer.kind, footer.node, footer.created_ms, keep, footer.replaces)
+        await catalog.commit_object(key, footer, size, deltas)
+        report.objects += 1
+        report.blocks += len(keep)
+        sessions.update((b.project_id, b.session_id) for b in keep)
+        if progress:
+            progress(key)
+    report.sessions = len(sessions)
+    return report

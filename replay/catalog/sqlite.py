@@ -1,0 +1,350 @@
+"""The embedded catalog on SQLite: one connection, owned by one thread, so the loop never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import unquote, urlparse
+
+from replay.catalog.records import ApiKey, BlockRow, Project, SessionSummary
+from replay.catalog.summary import EventStats
+from replay.codec import Footer
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projects (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, ingest_token TEXT NOT NULL UNIQUE,
+    retention_days INTEGER NOT NULL, policy TEXT NOT NULL DEFAULT '{}', created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id), name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL, created_ms INTEGER NOT NULL, revoked_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS objects (
+    key TEXT PRIMARY KEY, kind TEXT NOT NULL, size INTEGER NOT NULL, created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    project_id TEXT NOT NULL, session_id TEXT NOT NULL, distinct_id TEXT, window_ids TEXT NOT NULL,
+    start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL, duration_ms INTEGER NOT NULL,
+    active_ms INTEGER NOT NULL, clicks INTEGER NOT NULL, keypresses INTEGER NOT NULL,
+    console_errors INTEGER NOT NULL, first_url TEXT, event_count INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL, stored_bytes INTEGER NOT NULL, stats TEXT NOT NULL,
+    meta TEXT NOT NULL, updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (project_id, session_id)
+);
+CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions (project_id, start_ts DESC);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (project_id, distinct_id, start_ts DESC);
+CREATE TABLE IF NOT EXISTS blocks (
+    project_id TEXT NOT NULL, session_id TEXT NOT NULL, object_key TEXT NOT NULL,
+    offset INTEGER NOT NULL, length INTEGER NOT NULL, first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL,
+    event_count INTEGER NOT NULL, batches TEXT NOT NULL,
+    PRIMARY KEY (object_key, offset)
+);
+CREATE INDEX IF NOT EXISTS blocks_by_session ON blocks (project_id, session_id, first_ts);
+CREATE TABLE IF NOT EXISTS batches (
+    project_id TEXT NOT NULL, session_id TEXT NOT NULL, batch_id TEXT NOT NULL,
+    PRIMARY KEY (project_id, session_id, batch_id)
+) WITHOUT ROWID;
+"""
+
+SORTABLE = {"start": "start_ts", "duration": "duration_ms", "active": "active_ms", "clicks": "clicks",
+            "errors": "console_errors", "events": "event_count", "user": "distinct_id", "end": "end_ts"}
+
+
+def hash_secret(secret: str) -> str:
+    """Keys are random and long, so one SHA-256 is enough (no password-style stretching needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass
+class SessionDelta:
+    """What one stored block adds to a session's summary."""
+
+    project_id: str
+    session_id: str
+    stats: EventStats
+    distinct_id: str | None
+    window_ids: list[str]
+    meta: dict[str, Any]
+    size_bytes: int
+    stored_bytes: int
+
+
+@dataclass
+class SessionQuery:
+    distinct_id: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    url_contains: str | None = None
+    min_duration_ms: int | None = None
+    has_errors: bool | None = None
+    sort: str = "start"
+    descending: bool = True
+    limit: int = 50
+    offset: int = 0
+
+
+class SqliteCatalog:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
+        self._db: sqlite3.Connection | None = None
+        self._token_cache: dict[str, Project] = {}
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "catalog not open"
+        return self._db
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(self.db)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        return result
+
+    async def check(self) -> None:
+        await self._run(lambda: self.db.execute("SELECT 1").fetchone())
+
+    # -- projects and keys -----------------------------------------------------------------------
+
+    @staticmethod
+    def _project(row: sqlite3.Row) -> Project:
+        return Project(row["id"], row["name"], row["ingest_token"], row["retention_days"],
+                       json.loads(row["policy"]), row["created_ms"])
+
+    def _create_project(self, name: str, retention_days: int) -> tuple[Project, str]:
+        now = int(time.time() * 1000)
+        project = Project(f"prj-{secrets.token_hex(6)}", name, f"rpi_{secrets.token_urlsafe(24)}",
+                          retention_days, {}, now)
+
+        def tx(db: sqlite3.Connection) -> str:
+            db.execute("INSERT INTO projects VALUES (?,?,?,?,?,?)",
+                       (project.id, name, project.ingest_token, retention_days, "{}", now))
+            return self._insert_key(db, project.id, "default")[1]
+
+        return project, self._tx(tx)
+
+    async def create_project(self, name: str, retention_days: int = 30) -> tuple[Project, str]:
+        """A new project and its first secret API key (the only time the key is seen in clear)."""
+        return await self._run(self._create_project, name, retention_days)
+
+    async def projects(self) -> list[Project]:
+        rows = await self._run(lambda: self.db.execute("SELECT * FROM projects ORDER BY created_ms").fetchall())
+        return [self._project(r) for r in rows]
+
+    async def project(self, project_id: str) -> Project | None:
+        row = await self._run(lambda: self.db.execute("SELECT * FROM projects WHERE id=?", (project_id,)).fetchone())
+        return self._project(row) if row else None
+
+    async def project_by_token(self, token: str) -> Project | None:
+        cached = self._token_cache.get(token)
+        if cached is not None:
+            return cached
+        row = await self._run(lambda: self.db.execute("SELECT * FROM projects WHERE ingest_token=?", (token,)).fetchone())
+        if row is None:
+            return None
+        project = self._project(row)
+        self._token_cache[token] = project
+        return project
+
+    async def set_policy(self, project_id: str, policy: dict[str, Any]) -> None:
+        def tx(db: sqlite3.Connection) -> None:
+            if db.execute("UPDATE projects SET policy=? WHERE id=?", (json.dumps(policy), project_id)).rowcount != 1:
+                raise KeyError(project_id)
+
+        await self._run(self._tx, tx)
+        self._token_cache.clear()
+
+    @staticmethod
+    def _insert_key(db: sqlite3.Connection, project_id: str, name: str) -> tuple[ApiKey, str]:
+        secret = f"rpk_{secrets.token_urlsafe(32)}"
+        key = ApiKey(f"key-{secrets.token_hex(6)}", project_id, name, secret[:10], int(time.time() * 1000))
+        db.execute("INSERT INTO api_keys VALUES (?,?,?,?,?,?,NULL)",
+                   (key.id, project_id, name, hash_secret(secret), key.prefix, key.created_ms))
+        return key, secret
+
+    async def create_key(self, project_id: str, name: str = "") -> tuple[ApiKey, str]:
+        return await self._run(self._tx, lambda db: self._insert_key(db, project_id, name))
+
+    async def keys(self, project_id: str) -> list[ApiKey]:
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT * FROM api_keys WHERE project_id=? ORDER BY created_ms", (project_id,)).fetchall())
+        return [ApiKey(r["id"], r["project_id"], r["name"], r["prefix"], r["created_ms"], r["revoked_ms"]) for r in rows]
+
+    async def revoke_key(self, key_id: str) -> bool:
+        now = int(time.time() * 1000)
+        n = await self._run(lambda: self.db.execute(
+            "UPDATE api_keys SET revoked_ms=? WHERE id=? AND revoked_ms IS NULL", (now, key_id)).rowcount)
+        return n == 1
+
+    async def project_for_key(self, secret: str) -> Project | None:
+        """The project a live API key belongs to, or None."""
+        row = await self._run(lambda: self.db.execute(
+            "SELECT p.* FROM api_keys k JOIN projects p ON p.id = k.project_id "
+            "WHERE k.key_hash=? AND k.revoked_ms IS NULL", (hash_secret(secret),)).fetchone())
+        return self._project(row) if row else None
+
+    # -- the index -------------------------------------------------------------------------------
+
+    def _commit_object(self, key: str, footer: Footer, size: int, deltas: list[SessionDelta]) -> bool:
+        def tx(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM objects WHERE key=?", (key,)).fetchone():
+                return False  # already catalogued: a retried flush or a second reindex
+            db.execute("INSERT INTO objects VALUES (?,?,?,?)", (key, footer.kind, size, footer.created_ms))
+            db.executemany(
+                "INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?)",
+                [(b.project_id, b.session_id, key, b.offset, b.length, b.first_ts, b.last_ts, b.event_count,
+                  json.dumps(b.batches)) for b in footer.blocks])
+            db.executemany(
+                "INSERT OR IGNORE INTO batches VALUES (?,?,?)",
+                [(b.project_id, b.session_id, str(bid)) for b in footer.blocks for bid, _n in b.batches])
+            for delta in deltas:
+                self._merge_session(db, delta)
+            return True
+
+        return self._tx(tx)
+
+    async def commit_object(self, key: str, footer: Footer, size: int, deltas: list[SessionDelta]) -> bool:
+        """Index a stored object's blocks and fold them into session summaries, in one transaction.
+
+        Returns False (and changes nothing) when the object is already indexed.
+        """
+        return await self._run(self._commit_object, key, footer, size, deltas)
+
+    @staticmethod
+    def _merge_session(db: sqlite3.Connection, d: SessionDelta) -> None:
+        row = db.execute("SELECT * FROM sessions WHERE project_id=? AND session_id=?",
+                         (d.project_id, d.session_id)).fetchone()
+        stats, windows, meta = d.stats, list(d.window_ids), dict(d.meta)
+        distinct, size, stored = d.distinct_id, d.size_bytes, d.stored_bytes
+        if row is not None:
+            stats = EventStats.from_dict(json.loads(row["stats"])).merge(stats)
+            windows = json.loads(row["window_ids"]) + [w for w in windows if w not in json.loads(row["window_ids"])]
+            meta = {**json.loads(row["meta"]), **meta}
+            distinct = distinct or row["distinct_id"]
+            size += row["size_bytes"]
+            stored += row["stored_bytes"]
+        if stats.first_ts is None or stats.last_ts is None:
+            return
+        db.execute(
+            "INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (d.project_id, d.session_id, distinct, json.dumps(windows), stats.first_ts, stats.last_ts,
+             stats.last_ts - stats.first_ts, stats.active_ms, stats.clicks, stats.keypresses,
+             stats.console_errors, stats.urls[0] if stats.urls else meta.get("url"), stats.events, size, stored,
+             json.dumps(stats.to_dict()), json.dumps(meta), int(time.time() * 1000)))
+
+    async def has_batch(self, project_id: str, session_id: str, batch_id: str) -> bool:
+        row = await self._run(lambda: self.db.execute(
+            "SELECT 1 FROM batches WHERE project_id=? AND session_id=? AND batch_id=?",
+            (project_id, session_id, batch_id)).fetchone())
+        return row is not None
+
+    async def blocks(self, project_id: str, session_id: str) -> list[BlockRow]:
+        """A session's blocks by first timestamp (ties in storage order)."""
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT * FROM blocks WHERE project_id=? AND session_id=? ORDER BY first_ts, object_key, offset",
+            (project_id, session_id)).fetchall())
+        return [BlockRow(r["object_key"], r["offset"], r["length"], r["first_ts"], r["last_ts"],
+                         r["event_count"], json.loads(r["batches"])) for r in rows]
+
+    @staticmethod
+    def _summary(r: sqlite3.Row) -> SessionSummary:
+        stats = json.loads(r["stats"])
+        return SessionSummary(
+            r["project_id"], r["session_id"], r["distinct_id"], json.loads(r["window_ids"]), r["start_ts"],
+            r["end_ts"], r["duration_ms"], r["active_ms"], r["clicks"], r["keypresses"], r["console_errors"],
+            r["first_url"], stats.get("urls", []), r["event_count"], r["size_bytes"], r["stored_bytes"],
+            json.loads(r["meta"]), stats.get("viewport"), r["updated_ms"])
+
+    async def session(self, project_id: str, session_id: str) -> SessionSummary | None:
+        row = await self._run(lambda: self.db.execute(
+            "SELECT * FROM sessions WHERE project_id=? AND session_id=?", (project_id, session_id)).fetchone())
+        return self._summary(row) if row else None
+
+    async def sessions(self, project_id: str, q: SessionQuery) -> tuple[list[SessionSummary], int]:
+        """One page of a project's sessions matching ``q``, and how many match in all."""
+        where, args = ["project_id=?"], [project_id]
+        if q.distinct_id:
+            where.append("distinct_id=?"); args.append(q.distinct_id)
+        if q.since_ms is not None:
+            where.append("end_ts>=?"); args.append(q.since_ms)
+        if q.until_ms is not None:
+            where.append("start_ts<=?"); args.append(q.until_ms)
+        if q.url_contains:
+            where.append("instr(lower(json_extract(stats, '$.urls')), lower(?)) > 0")
+            args.append(q.url_contains)
+        if q.min_duration_ms:
+            where.append("duration_ms>=?"); args.append(q.min_duration_ms)
+        if q.has_errors is not None:
+            where.append("console_errors>0" if q.has_errors else "console_errors=0")
+        order = SORTABLE.get(q.sort, "start_ts")
+        direction = "DESC" if q.descending else "ASC"
+        sql_where = " AND ".join(where)
+
+        def query() -> tuple[list[sqlite3.Row], int]:
+            rows = self.db.execute(
+                f"SELECT * FROM sessions WHERE {sql_where} ORDER BY {order} {direction}, session_id LIMIT ? OFFSET ?",
+                (*args, q.limit, q.offset)).fetchall()
+            total = self.db.execute(f"SELECT count(*) FROM sessions WHERE {sql_where}", args).fetchone()[0]
+            return rows, total
+
+        rows, total = await self._run(query)
+        return [self._summary(r) for r in rows], total
+
+    async def object_keys(self) -> set[str]:
+        rows = await self._run(lambda: self.db.execute("SELECT key FROM objects").fetchall())
+        return {r[0] for r in rows}
+
+    async def clear_index(self) -> None:
+        """Forget the derived index (sessions, blocks, batches, objects); projects and keys stay."""
+        def tx(db: sqlite3.Connection) -> None:
+            for table in ("blocks", "batches", "sessions", "objects"):
+                db.execute(f"DELETE FROM {table}")
+
+        await self._run(self._tx, tx)
+
+
+def open_catalog(url: str) -> SqliteCatalog:
+    """The catalog a URL names: ``sqlite:///path``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        return SqliteCatalog(unquote(parsed.path))
+    raise ValueError(f"unsupported catalog URL {url!r}: use sqlite:///path")

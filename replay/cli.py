@@ -1,0 +1,173 @@
+"""The ``replay`` command: serve, projects, reindex, export."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import orjson
+
+from replay.config import add_arguments, settings_from
+from replay.service import Service
+
+log = logging.getLogger("replay")
+STORE_OPTIONS = {"data", "blob_url", "s3_endpoint_url", "s3_region", "s3_path_style", "catalog_url", "retention_days"}
+
+
+def _setup_logging(fmt: str) -> None:
+    if fmt == "json":
+        from replay.logs import JsonFormatter
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from replay.web.app import start_server
+
+    settings = settings_from(args)
+    service = Service(settings)
+    await service.start()
+    project, api_key = await service.ensure_default_project()
+    runner, port = await start_server(service, settings.host, settings.port)
+    url = f"http://{settings.host}:{port}"
+    print(f"Replay listening on {url}", flush=True)
+    print(f"  data: {settings.data.resolve()}  blobs: {service.store.url}", flush=True)
+    print(f"  project {project.id} ({project.name}) ingest token: {project.ingest_token}", flush=True)
+    if api_key:
+        print(f"  API key (shown once, keep it): {api_key}", flush=True)
+    print(f"  demo: {url}/demo   sessions: {url}/", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("Replay: stopping, flushing the spool", flush=True)
+    await runner.cleanup()
+    await service.stop()
+    return 0
+
+
+async def _with_service(args: argparse.Namespace, work) -> Any:
+    service = Service(settings_from(args))
+    await service.catalog.open()
+    try:
+        return await work(service)
+    finally:
+        await service.catalog.close()
+        await service.store.close()
+
+
+async def _projects_create(args: argparse.Namespace) -> int:
+    async def work(service: Service) -> int:
+        project, key = await service.catalog.create_project(args.name, service.settings.retention_days)
+        out = {"project_id": project.id, "name": project.name, "ingest_token": project.ingest_token, "api_key": key}
+        if args.json:
+            print(json.dumps(out))
+        else:
+            print(f"project:      {project.id} ({project.name})\ningest token: {project.ingest_token}\n"
+                  f"API key:      {key}   (shown once; stored hashed)")
+        return 0
+    return await _with_service(args, work)
+
+
+async def _projects_list(args: argparse.Namespace) -> int:
+    async def work(service: Service) -> int:
+        projects = await service.catalog.projects()
+        if args.json:
+            print(json.dumps([{"project_id": p.id, "name": p.name, "ingest_token": p.ingest_token,
+                               "retention_days": p.retention_days} for p in projects]))
+        else:
+            for p in projects:
+                print(f"{p.id}\t{p.name}\t{p.ingest_token}")
+        return 0
+    return await _with_service(args, work)
+
+
+async def _reindex(args: argparse.Namespace) -> int:
+    from replay.catalog.rebuild import rebuild_index
+
+    async def work(service: Service) -> int:
+        report = await rebuild_index(service.store, service.catalog)
+        print(f"reindexed {report.objects} objects, {report.blocks} blocks, {report.sessions} sessions"
+              + (f"; skipped {report.skipped} unreadable objects" if report.skipped else ""))
+        return 0
+    return await _with_service(args, work)
+
+
+async def _export(args: argparse.Namespace) -> int:
+    from replay.spool import read_spool_dir
+
+    async def work(service: Service) -> int:
+        if await service.catalog.project(args.project) is None:
+            print(f"replay export: no project {args.project}", file=sys.stderr)
+            return 2
+        spooled = [b for b in read_spool_dir(service.settings.spool_dir)
+                   if (b.project_id, b.session_id) == (args.project, args.session)]
+        blocks = await service.catalog.blocks(args.project, args.session)
+        if not blocks and not spooled:
+            print(f"replay export: no session {args.session} in {args.project}", file=sys.stderr)
+            return 2
+        from replay.playback import session_items
+        out = open(args.output, "wb") if args.output and args.output != "-" else sys.stdout.buffer
+        with contextlib.ExitStack() as stack:
+            if out is not sys.stdout.buffer:
+                stack.callback(out.close)
+            out.write(b"[")
+            first = True
+            async for _w, event in session_items(service.store, blocks, spooled):
+                out.write((b"" if first else b",") + orjson.dumps(event))
+                first = False
+            out.write(b"]\n")
+        return 0
+    return await _with_service(args, work)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="replay", description="Self-hosted session recording and replay.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the receiver, player and API")
+    add_arguments(serve)
+    serve.set_defaults(run=_serve)
+
+    projects = sub.add_parser("projects", help="manage projects").add_subparsers(dest="action", required=True)
+    create = projects.add_parser("create", help="create a project; prints its id, ingest token and API key")
+    create.add_argument("name")
+    create.add_argument("--json", action="store_true")
+    add_arguments(create, STORE_OPTIONS)
+    create.set_defaults(run=_projects_create)
+    plist = projects.add_parser("list", help="list projects")
+    plist.add_argument("--json", action="store_true")
+    add_arguments(plist, STORE_OPTIONS)
+    plist.set_defaults(run=_projects_list)
+
+    reindex = sub.add_parser("reindex", help="rebuild the session index from the blob footers")
+    add_arguments(reindex, STORE_OPTIONS)
+    reindex.set_defaults(run=_reindex)
+
+    export = sub.add_parser("export", help="write a session's rrweb events as a JSON array")
+    export.add_argument("--project", required=True)
+    export.add_argument("--session", required=True)
+    export.add_argument("-o", "--output", help="file to write (default: stdout)")
+    add_arguments(export, STORE_OPTIONS)
+    export.set_defaults(run=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "log_format", None) or "text")
+    return asyncio.run(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

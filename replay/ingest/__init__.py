@@ -1,0 +1,1 @@
+"""HTTP receivers and everything between raw request bytes and a validated ``Batch``."""

@@ -1,0 +1,34 @@
+"""Reading an upload's bytes off the wire: capped in size and time, before any decoding."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from replay.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from replay.ingest.limits import Limits
+
+
+async def read_upload(request: web.Request, limits: Limits) -> bytes:
+    """The raw body; 413 past ``max_body_bytes``, 408 when the client stalls past ``body_timeout``."""
+    declared = request.content_length
+    if declared is not None and declared > limits.max_body_bytes:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the {limits.max_body_bytes} byte limit",
+                              code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(limits.body_timeout):
+            async for chunk in request.content.iter_chunked(256 * 1024):
+                size += len(chunk)
+                if size > limits.max_body_bytes:
+                    raise PayloadTooLarge(f"body is over the {limits.max_body_bytes} byte limit", code="body_too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {limits.body_timeout:g} s", code="body_timeout") from None
+    except ConnectionError as exc:
+        raise BadRequest(f"the body was cut short: {exc}", code="incomplete_body") from None
+    if not size:
+        raise BadRequest("the body is empty", code="empty_body")
+    return b"".join(chunks)

@@ -1,0 +1,269 @@
+"""PII detectors over text, and the masking forms that go with them.
+
+Every detector is a regex that finds candidates plus a validator that throws out look-alikes
+(Luhn for cards, mod-97 for IBANs, entropy for anonymous tokens). Candidates are found in one
+pass over the text (one alternation), because this runs on every text node at ingest.
+
+A prefilter skips strings without ``@`` or a digit: every detector here needs one of them (JWTs
+and prefixed API keys carry digits in practice). A new detector that needs neither must widen
+``_SIGNAL``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+DETECTORS: tuple[str, ...] = ("email", "payment_card", "phone", "iban", "ssn", "token")
+
+_SIGNAL = re.compile(r"[@\d]")
+_MASK_CHAR = re.compile(r"\S")
+
+# Order matters where candidates overlap: earlier alternatives win at the same position.
+_PATTERN = re.compile(
+    r"""
+    (?P<email>(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,24}(?![\w-]))
+  | (?P<jwt>(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?![\w-]))
+  | (?P<apikey>(?<![\w-])(?:
+        (?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}
+      | (?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}
+      | github_pat_[A-Za-z0-9_]{30,}
+      | xox[abprs]-[A-Za-z0-9-]{10,}
+      | (?:AKIA|ASIA)[0-9A-Z]{16}
+      | AIza[0-9A-Za-z_-]{35}
+      | glpat-[A-Za-z0-9_-]{20,}
+      | sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}
+      | npm_[A-Za-z0-9]{36}
+      | shp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}
+    )(?![\w-]))
+  | (?P<iban>(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9]))
+  | (?P<ssn>(?<![\d-])(?!000|666|9\d\d)\d{3}(?P<ssn_sep>[- ])(?!00)\d{2}(?P=ssn_sep)(?!0000)\d{4}(?![\d-]))
+  | (?P<card>(?<![\d-])[2-6]\d{3}(?:[ -]?\d{2,4}){2,4}(?:[ -]?\d{1,3})?(?![\d-]))
+  | (?P<phone>(?<![\w+])(?:
+        \+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}
+      | \(\d{3}\)[ ]?\d{3}[ .-]\d{4}
+      | \d{3}(?P<nanp_sep>[.-])\d{3}(?P=nanp_sep)\d{4}
+    )(?![\w-]))
+  | (?P<entropy>(?<![\w-])[A-Za-z0-9_-]{32,200}(?![\w-]))
+    """,
+    re.VERBOSE,
+)
+
+_GROUP_KIND = {
+    "email": "email",
+    "jwt": "token",
+    "apikey": "token",
+    "iban": "iban",
+    "ssn": "ssn",
+    "card": "payment_card",
+    "phone": "phone",
+    "entropy": "token",
+}
+
+# Not e-mail addresses: retina asset names like ``logo@2x.png``.
+_FILE_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "css", "js", "mjs", "ico", "woff", "woff2"})
+
+# IBAN lengths per country (ISO 13616 registry, common subset); unknown countries need 15-34.
+_IBAN_LENGTHS = dict(
+    (cc, int(n))
+    for cc, n in (
+        item.split(":")
+        for item in (
+            "AD:24 AE:23 AL:28 AT:20 AZ:28 BA:20 BE:16 BG:22 BH:22 BR:29 CH:21 CR:22 CY:28 CZ:24 DE:22 "
+            "DK:18 DO:28 EE:20 EG:29 ES:24 FI:18 FO:18 FR:27 GB:22 GE:22 GI:23 GL:18 GR:27 GT:28 HR:21 "
+            "HU:28 IE:22 IL:23 IS:26 IT:27 JO:30 KW:30 KZ:20 LB:28 LI:21 LT:20 LU:20 LV:21 MC:27 MD:24 "
+            "ME:22 MK:19 MR:27 MT:31 MU:30 NL:18 NO:15 PK:24 PL:28 PS:29 PT:25 QA:29 RO:24 RS:22 SA:24 "
+            "SE:24 SI:19 SK:24 SM:27 TN:24 TR:26 UA:29 VA:22 VG:24 XK:20"
+        ).split()
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One detected item: ``kind`` is one of ``DETECTORS``; ``span`` is ``(start, end)`` in the text."""
+
+    kind: str
+    span: tuple[int, int]
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def iban_ok(candidate: str) -> bool:
+    s = candidate.replace(" ", "")
+    expected = _IBAN_LENGTHS.get(s[:2])
+    if expected is not None and len(s) != expected:
+        return False
+    if expected is None and not 15 <= len(s) <= 34:
+        return False
+    rearranged = s[4:] + s[:4]
+    # int() of the letter-expanded string is exact; IBANs are at most 34 chars so this is cheap.
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def _entropy(s: str) -> float:
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
+
+
+def _card_ok(s: str) -> bool:
+    seps = {c for c in s if not c.isdigit()}
+    if len(seps) > 1:  # "4242 4242-4242 4242" is not how anyone writes a card number
+        return False
+    digits = s.replace(" ", "").replace("-", "")
+    return 13 <= len(digits) <= 19 and luhn_ok(digits)
+
+
+def _phone_ok(s: str) -> bool:
+    return 7 <= sum(c.isdigit() for c in s) <= 15
+
+
+def _email_ok(s: str) -> bool:
+    return s.rsplit(".", 1)[-1].lower() not in _FILE_TLDS
+
+
+def _token_ok(s: str) -> bool:
+    # Anonymous long strings: a secret has letters AND digits and looks random; kebab-case
+    # identifiers and hex digests (entropy <= 4 bits/char) do not count.
+    digits = sum(c.isdigit() for c in s)
+    letters = sum(c.isalpha() for c in s)
+    if digits < 2 or letters < 8:
+        return False
+    if s.count("-") + s.count("_") > len(s) // 8:
+        return False
+    return _entropy(s) > 4.2
+
+
+def _shrinking(check: Callable[[str], bool]) -> Callable[[str], int]:
+    """A validator that also tries the candidate cut at each separator from the right.
+
+    The regex is greedy, so "4242 4242 4242 4242 123" (card then CVV) is one candidate that
+    fails Luhn; the card inside it must still be found.
+    """
+
+    def length(s: str) -> int:
+        while True:
+            if check(s):
+                return len(s)
+            cut = max(s.rfind(" "), s.rfind("-"))
+            if cut <= 0:
+                return 0
+            s = s[:cut]
+
+    return length
+
+
+def _whole(check: Callable[[str], bool]) -> Callable[[str], int]:
+    return lambda s: len(s) if check(s) else 0
+
+
+# Each validator returns how many leading characters of the candidate are a real finding (0: none).
+_VALIDATORS: dict[str, Callable[[str], int]] = {
+    "email": _whole(_email_ok),
+    "iban": _shrinking(iban_ok),
+    "card": _shrinking(_card_ok),
+    "phone": _whole(_phone_ok),
+    "entropy": _whole(_token_ok),
+}
+
+
+def find_pii(text: str, enabled: frozenset[str] | None = None) -> list[Finding]:
+    """All PII findings in ``text`` (non-overlapping, in order); ``enabled`` limits the kinds."""
+    if not text or _SIGNAL.search(text) is None:
+        return []
+    out: list[Finding] = []
+    for m in _PATTERN.finditer(text):
+        group = m.lastgroup
+        if group is None:
+            continue
+        kind = _GROUP_KIND[group]
+        if enabled is not None and kind not in enabled:
+            continue
+        start, end = m.span(group)
+        check = _VALIDATORS.get(group)
+        if check is not None:
+            end = start + check(text[start:end])
+            if end == start:
+                continue
+        out.append(Finding(kind, (start, end)))
+    return out
+
+
+def mask_text(text: str) -> str:
+    """rrweb's text masking form: every non-whitespace character becomes ``*``."""
+    return _MASK_CHAR.sub("*", text)
+
+
+def is_masked(value: object) -> bool:
+    """True for values that carry nothing: empty, or only ``*`` and whitespace."""
+    if value is None or value is True or value is False:
+        return True
+    if not isinstance(value, str):
+        return False
+    return not value.strip().replace("*", "")
+
+
+def mask_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    if not spans:
+        return text
+    parts: list[str] = []
+    pos = 0
+    for start, end in spans:
+        parts.append(text[pos:start])
+        parts.append(mask_text(text[start:end]))
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def mask_pii(text: str, enabled: frozenset[str] | None = None) -> tuple[str, list[Finding]]:
+    """Mask every PII finding in rrweb's form (lengths and whitespace kept); return the findings too."""
+    findings = find_pii(text, enabled)
+    if not findings:
+        return text, findings
+    return mask_spans(text, [f.span for f in findings]), findings
+
+
+def _stars(s: str) -> str:
+    return "*" * max(3, min(len(s), 8))
+
+
+def excerpt(kind: str, value: str) -> str:
+    """A masked excerpt of a secret for reports: enough to recognise it, never the secret itself."""
+    value = value.strip()
+    if not value or is_masked(value):
+        return value
+    if kind == "email" and "@" in value:
+        local, _, domain = value.rpartition("@")
+        host, dot, tld = domain.rpartition(".")
+        return f"{local[0]}{_stars(local[1:])}@{host[:1]}{_stars(host[1:])}{dot}{tld}"
+    if kind == "payment_card":
+        digits = "".join(c for c in value if c.isdigit())
+        return "**** **** **** " + digits[-4:] if len(digits) >= 13 else _stars(digits)
+    if kind == "iban":
+        s = value.replace(" ", "")
+        return f"{s[:2]}** **** … {s[-2:]}"
+    if kind == "ssn":
+        return "***-**-****"
+    if kind == "phone":
+        digits = "".join(c for c in value if c.isdigit())
+        return ("+" if value.startswith("+") else "") + "*" * max(0, len(digits) - 2) + digits[-2:]
+    if kind == "token":
+        # Prefixes such as sk_live_/ghp_/eyJ say what leaked; the rest never appears.
+        return f"{value[:4]}… ({len(value)} chars)"
+    if len(value) <= 4:
+        return "*" * len(value)
+    return f"{value[0]}{_stars(value[1:-1])}{value[-1]}"

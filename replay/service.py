@@ -1,0 +1,152 @@
+"""Service: the parts wired together, and the two paths through them (accept, flush)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from replay import codec
+from replay.catalog import Project, SqliteCatalog, open_catalog
+from replay.catalog.summary import summarize
+from replay.config import Settings
+from replay.errors import StoreError
+from replay.ingest.batch import Batch
+from replay.ingest.limits import Limits
+from replay.playback import session_items
+from replay.spool import Spool, SpooledBatch
+from replay.storage import BlobStore, open_store
+from replay.writer import BatchObjectWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Metrics:
+    """Counters and gauges exported at /metrics."""
+
+    counters: Counter = field(default_factory=Counter)
+    flush_seconds: list[float] = field(default_factory=list)
+
+    def inc(self, name: str, by: float = 1, **labels: str) -> None:
+        self.counters[(name, tuple(sorted(labels.items())))] += by
+
+
+class Service:
+    def __init__(self, settings: Settings, *, store: BlobStore | None = None, catalog: SqliteCatalog | None = None):
+        self.settings = settings
+        self.store = store or open_store(settings.blob, endpoint_url=settings.s3_endpoint_url,
+                                         region=settings.s3_region, path_style=settings.s3_path_style)
+        self.catalog = catalog or open_catalog(settings.catalog)
+        self.spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes)
+        self.writer = BatchObjectWriter(self.store, self.catalog, settings.node)
+        self.limits = Limits(max_events=settings.max_events, body_timeout=settings.body_timeout)
+        self.metrics = Metrics()
+        self._flush_lock = asyncio.Lock()
+        self._flush_wanted = asyncio.Event()
+        self._flusher: asyncio.Task | None = None
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, *, background: bool = True) -> None:
+        await self.catalog.open()
+        recovered = self.spool.open()
+        if recovered:
+            log.info("spool: recovered %d acknowledged batches", recovered)
+        if background:
+            self._flusher = asyncio.create_task(self._flush_loop(), name="flusher")
+
+    async def stop(self) -> None:
+        """Flush everything acknowledged, then close (SIGTERM ends here)."""
+        self._stopping = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        try:
+            await self.flush()
+        except StoreError as exc:
+            log.error("final flush failed, the spool keeps the data for the next start: %s", exc)
+        self.spool.close()
+        await self.catalog.close()
+        await self.store.close()
+
+    async def ensure_default_project(self) -> tuple[Project, str | None]:
+        """The first project, created (with its API key returned) when there is none."""
+        projects = await self.catalog.projects()
+        if projects:
+            return projects[0], None
+        return await self.catalog.create_project("default", self.settings.retention_days)
+
+    # -- ingest ----------------------------------------------------------------------------------
+
+    async def accept(self, project: Project, batches: list[Batch]) -> int:
+        """Make ``batches`` durable; returns how many events were new. A 200 may follow at once."""
+        records = []
+        for batch in batches:
+            if self.spool.has_batch(project.id, batch.session_id, batch.batch_id) or \
+                    await self.catalog.has_batch(project.id, batch.session_id, batch.batch_id):
+                self.metrics.inc("replay_duplicate_batches_total")
+                continue
+            records.append(SpooledBatch(
+                project.id, batch.session_id, batch.window_id, batch.batch_id, batch.distinct_id,
+                len(batch.events), codec.pack_items(batch.window_id, batch.events), summarize(batch.events),
+                batch.meta, project.retention_days, int(time.time() * 1000)))
+        await self.spool.append(records)
+        events = sum(r.count for r in records)
+        self.metrics.inc("replay_events_ingested_total", events)
+        self.metrics.inc("replay_bytes_ingested_total", sum(len(r.items) for r in records))
+        if self.spool.buffered_bytes >= self.settings.flush_bytes:
+            self._flush_wanted.set()
+        return events
+
+    # -- flush -----------------------------------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Seal the spool and write every sealed segment; returns objects written. Raises StoreError."""
+        async with self._flush_lock:
+            await self.spool.seal()
+            written = 0
+            for segment in self.spool.sealed():
+                started = time.perf_counter()
+                try:
+                    objects = await self.writer.write(segment)
+                except StoreError:
+                    self.metrics.inc("replay_store_errors_total", op="flush")
+                    raise
+                self.spool.release(segment)
+                self.metrics.flush_seconds.append(time.perf_counter() - started)
+                written += len(objects)
+            return written
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.flush_interval):
+                    await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            try:
+                await self.flush()
+            except StoreError as exc:
+                # The spool keeps everything acknowledged; the next round tries again.
+                log.warning("flush failed, the spool holds %d batches: %s", self.spool.depth, exc)
+            except Exception:
+                log.exception("flush failed")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def session_events(self, project_id: str, session_id: str) -> AsyncIterator[dict[str, Any]]:
+        """A session's events in timestamp order: stored blocks and the spool, each batch once."""
+        blocks = await self.catalog.blocks(project_id, session_id)
+        spooled = self.spool.session_batches(project_id, session_id)
+        async for _window, event in session_items(self.store, blocks, spooled):
+            yield event
+
+    async def session_exists(self, project_id: str, session_id: str) -> bool:
+        return bool(self.spool.session_batches(project_id, session_id)) or \
+            await self.catalog.session(project_id, session_id) is not None

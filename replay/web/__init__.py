@@ -1,0 +1,1 @@
+"""HTTP surface: JSON API, UI pages, static assets."""

@@ -1,0 +1,54 @@
+"""The aiohttp application: middlewares, routes, static assets."""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+from aiohttp import web
+
+from replay.ingest import native
+from replay.service import Service
+from replay.web import api, health
+from replay.web.cors import cors_middleware
+from replay.web.errors import error_middleware
+from replay.web.keys import SERVICE
+
+PLAYER_ASSETS = Path(__file__).resolve().parents[2] / "player_assets"
+# Chromium refuses scripts served as anything else once nosniff is set.
+mimetypes.add_type("application/javascript", ".cjs")
+mimetypes.add_type("application/javascript", ".js")
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def build_app(service: Service) -> web.Application:
+    # Outermost first: CORS must decorate error responses too, or browsers cannot read them.
+    app = web.Application(middlewares=[security_headers, cors_middleware, error_middleware],
+                          client_max_size=service.limits.max_body_bytes)
+    app[SERVICE] = service
+    native.add_routes(app)
+    api.add_routes(app)
+    health.add_routes(app)
+    if PLAYER_ASSETS.is_dir():
+        app.router.add_static("/static/", PLAYER_ASSETS, append_version=False)
+    return app
+
+
+async def start_server(service: Service, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner and the bound port (useful with port 0)."""
+    app = build_app(service)
+    # aiohttp would otherwise inflate gzip bodies itself, before our size caps apply.
+    runner = web.AppRunner(app, auto_decompress=False, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, bound
