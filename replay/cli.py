@@ -39,12 +39,13 @@ async def _serve(args: argparse.Namespace) -> int:
     project, api_key = await service.ensure_default_project()
     runner, port = await start_server(service, settings.host, settings.port)
     url = f"http://{settings.host}:{port}"
-    print(f"Replay listening on {url}", flush=True)
-    print(f"  data: {settings.data.resolve()}  blobs: {service.store.url}", flush=True)
+    print(f"Replay data: {settings.data.resolve()}  blobs: {service.store.url}", flush=True)
     print(f"  project {project.id} ({project.name}) ingest token: {project.ingest_token}", flush=True)
     if api_key:
         print(f"  API key (shown once, keep it): {api_key}", flush=True)
     print(f"  demo: {url}/demo   sessions: {url}/", flush=True)
+    # Printed last: scripts and tests wait for this line, so everything above is already out.
+    print(f"Replay listening on {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

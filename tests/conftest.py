@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from harness import ThreadedReplay
+from replay.config import settings_from
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    """Start Replay servers on a temporary data directory; all are stopped at the end of the test."""
+    started: list[ThreadedReplay] = []
+
+    def make(store=None, **overrides) -> ThreadedReplay:
+        overrides.setdefault("data", tmp_path / f"data{len(started)}")
+        overrides.setdefault("flush_interval", 3600.0)  # tests flush explicitly unless they test the timer
+        overrides.setdefault("node_id", "test")
+        server = ThreadedReplay(settings_from(environ={}, **overrides), store=store).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server):
+    return make_server()
+
+
+@pytest.fixture
+def project(server):
+    return server.create_project()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1: a real S3 HTTP endpoint. In CI its absence is a failure."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        if IN_CI:
+            pytest.fail("moto[server] is not installed")
+        pytest.skip("moto[server] is not installed")
+    port = free_port()
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    srv.start()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    yield f"http://127.0.0.1:{port}"
+    srv.stop()
