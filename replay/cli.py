@@ -1,4 +1,4 @@
-"""The ``replay`` command: serve, projects, reindex, export."""
+"""The ``replay`` command: serve, projects, reindex, compact, export."""
 
 from __future__ import annotations
 
@@ -104,6 +104,31 @@ async def _reindex(args: argparse.Namespace) -> int:
     return await _with_service(args, work)
 
 
+async def _compact(args: argparse.Namespace) -> int:
+    from replay.spool import read_spool_dir
+
+    async def work(service: Service) -> int:
+        if args.session and not args.project:
+            print("replay compact: --session needs --project", file=sys.stderr)
+            return 2
+        idle = service.settings.compact_after if args.idle is None else args.idle
+        # A session with batches in the spool gets more blocks at the next flush: it waits.
+        spooled = {(b.project_id, b.session_id) for b in read_spool_dir(service.settings.spool_dir)}
+        report = await service.compactor.run_pass(idle, project_id=args.project, session_id=args.session,
+                                                  skip=spooled, limit=1_000_000, sweep_orphans=True)
+        for r in report.results:
+            if r.outcome == "compacted":
+                print(f"compacted {r.project_id}/{r.session_id}: {r.blocks_before} blocks in {r.objects_before} "
+                      f"objects, {r.bytes_before} -> {r.bytes_after} bytes, {r.events} events")
+            elif r.outcome == "refused":
+                print(f"skipped {r.project_id}/{r.session_id}: new blocks arrived meanwhile")
+        refused = sum(r.outcome == "refused" for r in report.results)
+        print(f"compacted {len(report.compacted)} sessions ({refused} refused, {report.failed} failed); "
+              f"deleted {report.deleted} replaced objects and {report.orphans_deleted} orphans")
+        return 1 if report.failed else 0
+    return await _with_service(args, work)
+
+
 async def _export(args: argparse.Namespace) -> int:
     from replay.spool import read_spool_dir
 
@@ -154,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     reindex = sub.add_parser("reindex", help="rebuild the session index from the blob footers")
     add_arguments(reindex, STORE_OPTIONS)
     reindex.set_defaults(run=_reindex)
+
+    compact = sub.add_parser("compact", help="rewrite idle sessions into one session object each")
+    compact.add_argument("--project", help="only this project")
+    compact.add_argument("--session", help="only this session (needs --project)")
+    compact.add_argument("--idle", type=float, metavar="SECONDS",
+                         help="only sessions idle this long (default: --compact-after; 0: every session not in the spool)")
+    add_arguments(compact, STORE_OPTIONS | {"compact_after", "compact_grace", "node_id"})
+    compact.set_defaults(run=_compact)
 
     export = sub.add_parser("export", help="write a session's rrweb events as a JSON array")
     export.add_argument("--project", required=True)

@@ -40,6 +40,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("rate_limit", "REPLAY_RATE_LIMIT", 200.0, float, "ingest requests per second per token (0: no limit)"),
     Option("rate_burst", "REPLAY_RATE_BURST", 400, int, "ingest burst per token"),
     Option("compact_after", "REPLAY_COMPACT_AFTER", 1800.0, float, "compact a session idle this many seconds (0: never)"),
+    Option("compact_grace", "REPLAY_COMPACT_GRACE", 300.0, float, "seconds compaction keeps replaced objects for playbacks in flight"),
     Option("public_url", "REPLAY_PUBLIC_URL", "", str, "URL browsers use to reach this server (demo page, share links)"),
     Option("log_format", "REPLAY_LOG_FORMAT", "text", str, "text or json"),
 )
@@ -70,6 +71,7 @@ class Settings:
     rate_burst: int = 400
     compact_after: float = 1800.0
     public_url: str = ""
+    compact_grace: float = 300.0
     log_format: str = "text"
     extra: dict = field(default_factory=dict)
 

@@ -29,6 +29,7 @@ class _Source:
     order: int
     batches: list[list[Any]]  # [[batch_id, count], ...] in stored order
     fetch: Callable[[], Awaitable[Items]]
+    origin: str  # the object (or spooled batch) it comes from; see drop_seen_batches
     task: asyncio.Task | None = None
 
     def start(self) -> asyncio.Task:
@@ -37,13 +38,17 @@ class _Source:
         return self.task
 
 
-def drop_seen_batches(items: Items, batches: list[list[Any]], seen: set[str]) -> Items:
-    """Items of batches not seen before (marking them seen): a batch stored twice plays once."""
+def drop_seen_batches(items: Items, batches: list[list[Any]], seen: dict[str, str], origin: str) -> Items:
+    """Items of batches first seen in ``origin`` (marking them seen): a batch stored twice plays once.
+
+    A compacted session object stores events in time order, so one batch of a busy tab may form
+    several runs, in several blocks, of that one object: every run from the origin that first held
+    the batch plays; copies of it in any other object or the spool are dropped.
+    """
     kept: Items = []
     pos = 0
     for batch_id, count in batches:
-        if batch_id not in seen:
-            seen.add(batch_id)
+        if seen.setdefault(batch_id, origin) == origin:
             kept.extend(items[pos:pos + count])
         pos += count
     return kept
@@ -55,7 +60,7 @@ def _timestamp(item: list[Any]) -> int:
 
 async def merged_items(sources: list[_Source], prefetch: int) -> AsyncIterator[list[Any]]:
     pending = deque(sorted(sources, key=lambda s: (s.first_ts, s.order)))
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     heap: list[tuple[int, int, int, Items]] = []
     try:
         while pending or heap:
@@ -63,7 +68,7 @@ async def merged_items(sources: list[_Source], prefetch: int) -> AsyncIterator[l
                 src = pending.popleft()
                 for ahead in list(pending)[:prefetch]:
                     ahead.start()
-                items = drop_seen_batches(await src.start(), src.batches, seen)
+                items = drop_seen_batches(await src.start(), src.batches, seen, src.origin)
                 items.sort(key=_timestamp)  # stable: equal timestamps keep their recorded order
                 if items:
                     heapq.heappush(heap, (_timestamp(items[0]), src.order, 0, items))
@@ -92,8 +97,30 @@ async def session_items(store: BlobStore, blocks: list[BlockRow], spooled: Itera
             return msgpack.unpackb(codec.array_header(b.count) + b.items, raw=False, strict_map_key=False)
         return fetch
 
-    sources = [_Source(row.first_ts, i, row.batches, from_store(row)) for i, row in enumerate(blocks)]
+    sources = [_Source(row.first_ts, i, row.batches, from_store(row), row.object_key) for i, row in enumerate(blocks)]
     for b in spooled:
-        sources.append(_Source(b.stats.first_ts or 0, len(sources), [[b.batch_id, b.count]], from_spool(b)))
+        sources.append(_Source(b.stats.first_ts or 0, len(sources), [[b.batch_id, b.count]], from_spool(b),
+                               f"spool:{len(sources)}"))
     async for item in merged_items(sources, prefetch):
         yield item
+
+
+async def labelled_items(store: BlobStore, blocks: list[BlockRow], prefetch: int = 4) -> AsyncIterator[tuple[str, list[Any]]]:
+    """``(batch_id, [window_id, event])`` of stored blocks in exactly the order ``session_items`` plays
+    them, duplicates dropped the same way: what compaction rewrites."""
+
+    def labelled(row: BlockRow) -> Callable[[], Awaitable[Items]]:
+        async def fetch() -> Items:
+            data = await store.get(row.object_key, row.offset, row.offset + row.length)
+            items = await asyncio.to_thread(codec.decompress_block, data)
+            pos = 0
+            for batch_id, count in row.batches:
+                for item in items[pos:pos + count]:
+                    item.append(batch_id)  # [window_id, event, batch_id]: the merge only reads item[1]
+                pos += count
+            return items
+        return fetch
+
+    sources = [_Source(row.first_ts, i, row.batches, labelled(row), row.object_key) for i, row in enumerate(blocks)]
+    async for window_id, event, batch_id in merged_items(sources, prefetch):
+        yield batch_id, [window_id, event]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from replay import codec
+from replay.compaction import Compactor, PassReport
 from replay.catalog import Project, SqliteCatalog, open_catalog
 from replay.catalog.summary import summarize
 from replay.config import Settings
@@ -50,6 +51,9 @@ class Service:
         self._flush_wanted = asyncio.Event()
         self._flusher: asyncio.Task | None = None
         self._stopping = False
+        self.compactor = Compactor(self.store, self.catalog, settings.node, grace=settings.compact_grace,
+                                   default_retention=settings.retention_days, metrics=self.metrics)
+        self._compacting: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -61,10 +65,17 @@ class Service:
         if background:
             self._flusher = asyncio.create_task(self._flush_loop(), name="flusher")
 
+            if self.settings.compact_after > 0:
+                self._compacting = asyncio.create_task(self._compact_loop(), name="compactor")
     async def stop(self) -> None:
         """Flush everything acknowledged, then close (SIGTERM ends here)."""
         self._stopping = True
         if self._flusher is not None:
+        if self._compacting is not None:
+            # Safe at any point: an object put but not swapped in is an orphan a later pass deletes.
+            self._compacting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compacting
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
@@ -148,5 +159,34 @@ class Service:
             yield event
 
     async def session_exists(self, project_id: str, session_id: str) -> bool:
+    # -- compaction ------------------------------------------------------------------------------
+
+    async def compact(self, idle_seconds: float, *, project_id: str | None = None, session_id: str | None = None,
+                      sweep_orphans: bool = False) -> PassReport:
+        """Compact idle sessions that have nothing in the spool (their next flush would only add blocks)."""
+        return await self.compactor.run_pass(idle_seconds, project_id=project_id, session_id=session_id,
+                                             skip=set(self.spool.spooled_sessions()), sweep_orphans=sweep_orphans)
+
+    async def _compact_loop(self) -> None:
+        interval = min(60.0, max(0.2, self.settings.compact_after / 4))
+        last_orphan_sweep = time.monotonic()
+        backlog = False
+        while True:
+            if not backlog:
+                await asyncio.sleep(interval)
+            # Orphans (objects of crashed compactions) need a listing of the store: rarely.
+            sweep = time.monotonic() - last_orphan_sweep > self.compactor.orphan_grace
+            backlog = False
+            try:
+                report = await self.compact(self.settings.compact_after, sweep_orphans=sweep)
+                if sweep:
+                    last_orphan_sweep = time.monotonic()
+                backlog = bool(report.compacted) and len(report.results) + report.failed >= 100
+            except StoreError as exc:
+                self.metrics.inc("replay_store_errors_total", op="compact")
+                log.warning("compaction pass failed, the next one retries: %s", exc)
+            except Exception:
+                log.exception("compaction pass failed")
+
         return bool(self.spool.session_batches(project_id, session_id)) or \
             await self.catalog.session(project_id, session_id) is not None

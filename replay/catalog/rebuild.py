@@ -41,12 +41,34 @@ async def _deltas(store: BlobStore, key: str, footer: codec.Footer, keep: list[c
     return deltas
 
 
+def superseded_session_objects(footers: list[tuple[str, int, codec.Footer]]) -> set[str]:
+    """Session objects whose every batch a newer session object of the same session holds too.
+
+    A compaction that crashes before its swap leaves such an object; when the session is compacted
+    again, the newer object holds everything the old one does, so a rebuild keeps only the newer.
+    """
+    by_session: dict[tuple[str, str], list[tuple[int, str, set[str]]]] = {}
+    for key, _size, f in footers:
+        sessions = {(b.project_id, b.session_id) for b in f.blocks}
+        if f.kind == "session" and len(sessions) == 1:
+            ids = {str(bid) for b in f.blocks for bid, _n in b.batches}
+            by_session.setdefault(sessions.pop(), []).append((f.created_ms, key, ids))
+    out = set()
+    for objects in by_session.values():
+        objects.sort()
+        for i, (_c, key, ids) in enumerate(objects):
+            if any(ids <= newer for _c2, _k2, newer in objects[i + 1:]):
+                out.add(key)
+    return out
+
+
 async def rebuild_index(store: BlobStore, catalog: SqliteCatalog,
                         progress: Callable[[str], None] | None = None) -> RebuildReport:
     """Forget the derived index and rebuild it from every object's footer.
 
     Session objects (from compaction) name the blocks they replace; those blocks are skipped, so
-    a rebuild prefers the compacted copy, and a batch object whose blocks are all replaced is left out.
+    a rebuild prefers the compacted copy, and a batch object whose blocks are all replaced is left out
+    (recorded as garbage, for compaction to delete).
     """
     report = RebuildReport()
     footers: list[tuple[str, int, codec.Footer]] = []
@@ -56,11 +78,15 @@ async def rebuild_index(store: BlobStore, catalog: SqliteCatalog,
         except (codec.CorruptObject, KeyError):
             report.skipped += 1
     replaced = {(k, o) for _key, _size, f in footers if f.kind == "session" for k, o in f.replaces}
+    superseded = superseded_session_objects(footers)
+    replaced |= {(key, b.offset) for key, _size, f in footers if key in superseded for b in f.blocks}
+    garbage = []
     await catalog.clear_index()
     sessions = set()
     for key, size, footer in sorted(footers, key=lambda x: x[2].created_ms):
         keep = [b for b in footer.blocks if (key, b.offset) not in replaced]
         if not keep:
+            garbage.append(key)
             continue
         deltas = await _deltas(store, key, footer, keep)
         footer = codec.Footer(footer.kind, footer.node, footer.created_ms, keep, footer.replaces)
@@ -70,5 +96,6 @@ async def rebuild_index(store: BlobStore, catalog: SqliteCatalog,
         sessions.update((b.project_id, b.session_id) for b in keep)
         if progress:
             progress(key)
+    await catalog.mark_garbage(garbage)
     report.sessions = len(sessions)
     return report

@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS blocks (
     PRIMARY KEY (object_key, offset)
 );
 CREATE INDEX IF NOT EXISTS blocks_by_session ON blocks (project_id, session_id, first_ts);
+CREATE INDEX IF NOT EXISTS objects_by_kind ON objects (kind);
+CREATE TABLE IF NOT EXISTS garbage (
+    key TEXT PRIMARY KEY, since_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (
     project_id TEXT NOT NULL, session_id TEXT NOT NULL, batch_id TEXT NOT NULL,
     PRIMARY KEY (project_id, session_id, batch_id)
@@ -336,7 +340,7 @@ class SqliteCatalog:
     async def clear_index(self) -> None:
         """Forget the derived index (sessions, blocks, batches, objects); projects and keys stay."""
         def tx(db: sqlite3.Connection) -> None:
-            for table in ("blocks", "batches", "sessions", "objects"):
+            for table in ("blocks", "batches", "sessions", "objects", "garbage"):
                 db.execute(f"DELETE FROM {table}")
 
         await self._run(self._tx, tx)
@@ -348,3 +352,121 @@ def open_catalog(url: str) -> SqliteCatalog:
     if parsed.scheme == "sqlite":
         return SqliteCatalog(unquote(parsed.path))
     raise ValueError(f"unsupported catalog URL {url!r}: use sqlite:///path")
+    # -- compaction ------------------------------------------------------------------------------
+
+    async def compaction_candidates(self, idle_before_ms: int, project_id: str | None = None,
+                                    session_id: str | None = None, limit: int = 100) -> list[tuple[str, str]]:
+        """Sessions with blocks still in batch objects, last catalogued at or before ``idle_before_ms``."""
+        where, args = ["o.kind='batch'", "s.updated_ms<=?"], [idle_before_ms]
+        if project_id is not None:
+            where.append("b.project_id=?"); args.append(project_id)
+        if session_id is not None:
+            where.append("b.session_id=?"); args.append(session_id)
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT b.project_id, b.session_id, max(s.updated_ms) AS u FROM objects o "
+            "JOIN blocks b ON b.object_key=o.key "
+            "JOIN sessions s ON s.project_id=b.project_id AND s.session_id=b.session_id "
+            f"WHERE {' AND '.join(where)} GROUP BY b.project_id, b.session_id ORDER BY u LIMIT ?",
+            (*args, limit)).fetchall())
+        return [(r[0], r[1]) for r in rows]
+
+    def _swap_session_blocks(self, project_id: str, session_id: str, key: str, footer: Footer, size: int,
+                             replaced: list[list[Any]]) -> list[str] | None:
+        def tx(db: sqlite3.Connection) -> list[str] | None:
+            current = {(r[0], r[1]) for r in db.execute(
+                "SELECT object_key, offset FROM blocks WHERE project_id=? AND session_id=?", (project_id, session_id))}
+            if current != {(k, o) for k, o in replaced}:
+                return None  # blocks arrived (or went) meanwhile: the caller's object is stale
+            db.execute("INSERT INTO objects VALUES (?,?,?,?)", (key, footer.kind, size, footer.created_ms))
+            db.execute("DELETE FROM blocks WHERE project_id=? AND session_id=?", (project_id, session_id))
+            db.executemany(
+                "INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?)",
+                [(b.project_id, b.session_id, key, b.offset, b.length, b.first_ts, b.last_ts, b.event_count,
+                  json.dumps(b.batches)) for b in footer.blocks])
+            db.execute("UPDATE sessions SET stored_bytes=? WHERE project_id=? AND session_id=?",
+                       (sum(b.length for b in footer.blocks), project_id, session_id))
+            freed = sorted(k for k in {k for k, _o in replaced}
+                           if not db.execute("SELECT 1 FROM blocks WHERE object_key=? LIMIT 1", (k,)).fetchone())
+            now = int(time.time() * 1000)
+            db.executemany("INSERT OR IGNORE INTO garbage VALUES (?,?)", [(k, now) for k in freed])
+            return freed
+
+        return self._tx(tx)
+
+    async def swap_session_blocks(self, project_id: str, session_id: str, key: str, footer: Footer, size: int,
+                                  replaced: list[list[Any]]) -> list[str] | None:
+        """Point a session at its compacted object ``key``, in one transaction.
+
+        ``replaced`` is the session's ``[[object_key, offset], ...]`` as read before compacting; if
+        the session's blocks differ now, nothing changes and None is returned. Otherwise returns
+        the object keys no block references any more, recorded as garbage (see ``garbage_due``).
+        The summary stays as it is but for ``stored_bytes``.
+        """
+        return await self._run(self._swap_session_blocks, project_id, session_id, key, footer, size, replaced)
+
+    async def mark_garbage(self, keys: list[str]) -> None:
+        """Record objects no block references (``replay reindex`` finds them replaced)."""
+        now = int(time.time() * 1000)
+        await self._run(lambda: self.db.executemany("INSERT OR IGNORE INTO garbage VALUES (?,?)",
+                                                    [(k, now) for k in keys]))
+
+    async def garbage_due(self, before_ms: int, limit: int = 1000) -> list[str]:
+        """Garbage recorded at or before ``before_ms`` that still no block references."""
+        rows = await self._run(lambda: self.db.execute(
+            "SELECT key FROM garbage g WHERE since_ms<=? AND NOT EXISTS "
+            "(SELECT 1 FROM blocks b WHERE b.object_key=g.key) ORDER BY since_ms LIMIT ?",
+            (before_ms, limit)).fetchall())
+        return [r[0] for r in rows]
+
+    async def forget_objects(self, keys: list[str]) -> None:
+        """Drop deleted objects from the catalog (those no block references; others stay)."""
+        def tx(db: sqlite3.Connection) -> None:
+            for k in keys:
+                if not db.execute("SELECT 1 FROM blocks WHERE object_key=? LIMIT 1", (k,)).fetchone():
+                    db.execute("DELETE FROM objects WHERE key=?", (k,))
+                    db.execute("DELETE FROM garbage WHERE key=?", (k,))
+
+        await self._run(self._tx, tx)
+
+    async def known_objects(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` the catalog holds."""
+        def query() -> set[str]:
+            found: set[str] = set()
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                found.update(r[0] for r in self.db.execute(
+                    f"SELECT key FROM objects WHERE key IN ({','.join('?' * len(part))})", part))
+            return found
+
+        return await self._run(query)
+
+    def is_erased(self, project_id: str, session_id: str) -> bool:
+        """Whether the session was erased (a tombstone exists); answered from memory."""
+        return (project_id, session_id) in self._erased
+
+    def _erase_session(self, project_id: str, session_id: str) -> list[str]:
+        def tx(db: sqlite3.Connection) -> list[str]:
+            keys = [r[0] for r in db.execute("SELECT DISTINCT object_key FROM blocks WHERE project_id=? AND session_id=?",
+                                            (project_id, session_id))]
+            for table in ("blocks", "batches", "sessions"):
+                db.execute(f"DELETE FROM {table} WHERE project_id=? AND session_id=?", (project_id, session_id))
+            db.execute("INSERT OR IGNORE INTO erased_sessions VALUES (?,?,?)",
+                       (project_id, session_id, int(time.time() * 1000)))
+            return [k for k in keys if not db.execute("SELECT 1 FROM blocks WHERE object_key=? LIMIT 1", (k,)).fetchone()]
+
+        orphans = self._tx(tx)
+        self._erased.add((project_id, session_id))
+        return orphans
+
+    async def erase_session(self, project_id: str, session_id: str) -> list[str]:
+        """Drop a session's summary, blocks and batch ids and keep a tombstone, in one transaction.
+
+        Returns the keys of objects no block references any more (the caller deletes them).
+        """
+        return await self._run(self._erase_session, project_id, session_id)
+
+    async def forget_object(self, key: str) -> None:
+        """Drop the row of a deleted object, unless blocks point into it again."""
+        await self._run(self._tx, lambda db: db.execute(
+            "DELETE FROM objects WHERE key=? AND NOT EXISTS (SELECT 1 FROM blocks WHERE object_key=?)", (key, key)))
+
