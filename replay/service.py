@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from replay import codec
-from replay.compaction import Compactor, PassReport
 from replay.catalog import Project, SqliteCatalog, open_catalog
 from replay.catalog.summary import summarize
+from replay.compaction import Compactor, PassReport
 from replay.config import Settings
 from replay.errors import StoreError
 from replay.ingest.batch import Batch
@@ -64,18 +64,18 @@ class Service:
             log.info("spool: recovered %d acknowledged batches", recovered)
         if background:
             self._flusher = asyncio.create_task(self._flush_loop(), name="flusher")
-
             if self.settings.compact_after > 0:
                 self._compacting = asyncio.create_task(self._compact_loop(), name="compactor")
+
     async def stop(self) -> None:
         """Flush everything acknowledged, then close (SIGTERM ends here)."""
         self._stopping = True
-        if self._flusher is not None:
         if self._compacting is not None:
             # Safe at any point: an object put but not swapped in is an orphan a later pass deletes.
             self._compacting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._compacting
+        if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
@@ -149,16 +149,6 @@ class Service:
             except Exception:
                 log.exception("flush failed")
 
-    # -- reading ---------------------------------------------------------------------------------
-
-    async def session_events(self, project_id: str, session_id: str) -> AsyncIterator[dict[str, Any]]:
-        """A session's events in timestamp order: stored blocks and the spool, each batch once."""
-        blocks = await self.catalog.blocks(project_id, session_id)
-        spooled = self.spool.session_batches(project_id, session_id)
-        async for _window, event in session_items(self.store, blocks, spooled):
-            yield event
-
-    async def session_exists(self, project_id: str, session_id: str) -> bool:
     # -- compaction ------------------------------------------------------------------------------
 
     async def compact(self, idle_seconds: float, *, project_id: str | None = None, session_id: str | None = None,
@@ -188,5 +178,15 @@ class Service:
             except Exception:
                 log.exception("compaction pass failed")
 
+    # -- reading ---------------------------------------------------------------------------------
+
+    async def session_events(self, project_id: str, session_id: str) -> AsyncIterator[dict[str, Any]]:
+        """A session's events in timestamp order: stored blocks and the spool, each batch once."""
+        blocks = await self.catalog.blocks(project_id, session_id)
+        spooled = self.spool.session_batches(project_id, session_id)
+        async for _window, event in session_items(self.store, blocks, spooled):
+            yield event
+
+    async def session_exists(self, project_id: str, session_id: str) -> bool:
         return bool(self.spool.session_batches(project_id, session_id)) or \
             await self.catalog.session(project_id, session_id) is not None

@@ -333,25 +333,6 @@ class SqliteCatalog:
         rows, total = await self._run(query)
         return [self._summary(r) for r in rows], total
 
-    async def object_keys(self) -> set[str]:
-        rows = await self._run(lambda: self.db.execute("SELECT key FROM objects").fetchall())
-        return {r[0] for r in rows}
-
-    async def clear_index(self) -> None:
-        """Forget the derived index (sessions, blocks, batches, objects); projects and keys stay."""
-        def tx(db: sqlite3.Connection) -> None:
-            for table in ("blocks", "batches", "sessions", "objects", "garbage"):
-                db.execute(f"DELETE FROM {table}")
-
-        await self._run(self._tx, tx)
-
-
-def open_catalog(url: str) -> SqliteCatalog:
-    """The catalog a URL names: ``sqlite:///path``."""
-    parsed = urlparse(url)
-    if parsed.scheme == "sqlite":
-        return SqliteCatalog(unquote(parsed.path))
-    raise ValueError(f"unsupported catalog URL {url!r}: use sqlite:///path")
     # -- compaction ------------------------------------------------------------------------------
 
     async def compaction_candidates(self, idle_before_ms: int, project_id: str | None = None,
@@ -440,33 +421,22 @@ def open_catalog(url: str) -> SqliteCatalog:
 
         return await self._run(query)
 
-    def is_erased(self, project_id: str, session_id: str) -> bool:
-        """Whether the session was erased (a tombstone exists); answered from memory."""
-        return (project_id, session_id) in self._erased
+    async def object_keys(self) -> set[str]:
+        rows = await self._run(lambda: self.db.execute("SELECT key FROM objects").fetchall())
+        return {r[0] for r in rows}
 
-    def _erase_session(self, project_id: str, session_id: str) -> list[str]:
-        def tx(db: sqlite3.Connection) -> list[str]:
-            keys = [r[0] for r in db.execute("SELECT DISTINCT object_key FROM blocks WHERE project_id=? AND session_id=?",
-                                            (project_id, session_id))]
-            for table in ("blocks", "batches", "sessions"):
-                db.execute(f"DELETE FROM {table} WHERE project_id=? AND session_id=?", (project_id, session_id))
-            db.execute("INSERT OR IGNORE INTO erased_sessions VALUES (?,?,?)",
-                       (project_id, session_id, int(time.time() * 1000)))
-            return [k for k in keys if not db.execute("SELECT 1 FROM blocks WHERE object_key=? LIMIT 1", (k,)).fetchone()]
+    async def clear_index(self) -> None:
+        """Forget the derived index (sessions, blocks, batches, objects); projects and keys stay."""
+        def tx(db: sqlite3.Connection) -> None:
+            for table in ("blocks", "batches", "sessions", "objects", "garbage"):
+                db.execute(f"DELETE FROM {table}")
 
-        orphans = self._tx(tx)
-        self._erased.add((project_id, session_id))
-        return orphans
+        await self._run(self._tx, tx)
 
-    async def erase_session(self, project_id: str, session_id: str) -> list[str]:
-        """Drop a session's summary, blocks and batch ids and keep a tombstone, in one transaction.
 
-        Returns the keys of objects no block references any more (the caller deletes them).
-        """
-        return await self._run(self._erase_session, project_id, session_id)
-
-    async def forget_object(self, key: str) -> None:
-        """Drop the row of a deleted object, unless blocks point into it again."""
-        await self._run(self._tx, lambda db: db.execute(
-            "DELETE FROM objects WHERE key=? AND NOT EXISTS (SELECT 1 FROM blocks WHERE object_key=?)", (key, key)))
-
+def open_catalog(url: str) -> SqliteCatalog:
+    """The catalog a URL names: ``sqlite:///path``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        return SqliteCatalog(unquote(parsed.path))
+    raise ValueError(f"unsupported catalog URL {url!r}: use sqlite:///path")
