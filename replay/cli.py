@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(plist, STORE_OPTIONS)
     plist.set_defaults(run=_projects_list)
 
+    from replay.key_commands import add_parser as add_keys_parser
+    add_keys_parser(sub, add_arguments, STORE_OPTIONS)
+
     reindex = sub.add_parser("reindex", help="rebuild the session index from the blob footers")
     add_arguments(reindex, STORE_OPTIONS)
     reindex.set_defaults(run=_reindex)

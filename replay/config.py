@@ -43,6 +43,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("compact_grace", "REPLAY_COMPACT_GRACE", 300.0, float, "seconds compaction keeps replaced objects for playbacks in flight"),
     Option("public_url", "REPLAY_PUBLIC_URL", "", str, "URL browsers use to reach this server (demo page, share links)"),
     Option("log_format", "REPLAY_LOG_FORMAT", "text", str, "text or json"),
+    Option("secret", "REPLAY_SECRET", "", str, "key that signs share links and CSRF tokens; the same on every receiver (default: random, kept in <data>/secret.key)"),
 )
 
 
@@ -73,6 +74,7 @@ class Settings:
     public_url: str = ""
     compact_grace: float = 300.0
     log_format: str = "text"
+    secret: str = ""
     extra: dict = field(default_factory=dict)
 
     @property

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from replay import codec
@@ -15,26 +13,18 @@ from replay.catalog import Project, SqliteCatalog, open_catalog
 from replay.catalog.summary import summarize
 from replay.compaction import Compactor, PassReport
 from replay.config import Settings
-from replay.errors import StoreError
+from replay.errors import BadRequest, StoreError
 from replay.ingest.batch import Batch
 from replay.ingest.limits import Limits
+from replay.ingest.rate_limit import RateLimiter
+from replay.metrics import Metrics
 from replay.playback import session_items
+from replay.server_secret import load_or_create_secret
 from replay.spool import Spool, SpooledBatch
 from replay.storage import BlobStore, open_store
 from replay.writer import BatchObjectWriter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Metrics:
-    """Counters and gauges exported at /metrics."""
-
-    counters: Counter = field(default_factory=Counter)
-    flush_seconds: list[float] = field(default_factory=list)
-
-    def inc(self, name: str, by: float = 1, **labels: str) -> None:
-        self.counters[(name, tuple(sorted(labels.items())))] += by
 
 
 class Service:
@@ -47,6 +37,15 @@ class Service:
         self.writer = BatchObjectWriter(self.store, self.catalog, settings.node)
         self.limits = Limits(max_events=settings.max_events, body_timeout=settings.body_timeout)
         self.metrics = Metrics()
+        self.metrics.gauge("replay_spool_batches", "batches held in the spool (acknowledged, not yet flushed)",
+                           lambda: self.spool.depth)
+        self.metrics.gauge("replay_spool_disk_bytes", "bytes of spool log on disk", lambda: self.spool.disk_bytes)
+        self.metrics.gauge("replay_spool_buffered_bytes", "packed event bytes waiting for a flush",
+                           lambda: self.spool.buffered_bytes)
+        self.metrics.gauge("replay_spool_sealed_segments", "sealed spool segments waiting for the store",
+                           lambda: len(self.spool.sealed()))
+        self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.share_secret = b""  # loaded by start(): signs share links and CSRF tokens
         self._flush_lock = asyncio.Lock()
         self._flush_wanted = asyncio.Event()
         self._flusher: asyncio.Task | None = None
@@ -58,6 +57,7 @@ class Service:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, *, background: bool = True) -> None:
+        self.share_secret = load_or_create_secret(self.settings.data, self.settings.secret)
         await self.catalog.open()
         recovered = self.spool.open()
         if recovered:
@@ -100,13 +100,22 @@ class Service:
         """Make ``batches`` durable; returns how many events were new. A 200 may follow at once."""
         records = []
         for batch in batches:
+            if self.catalog.is_erased(project.id, batch.session_id):
+                # Erasure wins over a browser still recording that session: acknowledged, never kept.
+                self.metrics.inc("replay_erased_batches_dropped_total")
+                continue
             if self.spool.has_batch(project.id, batch.session_id, batch.batch_id) or \
                     await self.catalog.has_batch(project.id, batch.session_id, batch.batch_id):
                 self.metrics.inc("replay_duplicate_batches_total")
                 continue
+            try:
+                items = codec.pack_items(batch.window_id, batch.events)
+            except (ValueError, OverflowError, TypeError) as exc:
+                # msgpack stops at 512 levels of nesting (and at integers over 64 bits): not a 500.
+                raise BadRequest(f"events cannot be stored: {exc}", code="invalid_events") from None
             records.append(SpooledBatch(
                 project.id, batch.session_id, batch.window_id, batch.batch_id, batch.distinct_id,
-                len(batch.events), codec.pack_items(batch.window_id, batch.events), summarize(batch.events),
+                len(batch.events), items, summarize(batch.events),
                 batch.meta, project.retention_days, int(time.time() * 1000)))
         await self.spool.append(records)
         events = sum(r.count for r in records)
@@ -131,7 +140,7 @@ class Service:
                     self.metrics.inc("replay_store_errors_total", op="flush")
                     raise
                 self.spool.release(segment)
-                self.metrics.flush_seconds.append(time.perf_counter() - started)
+                self.metrics.observe_flush(time.perf_counter() - started)
                 written += len(objects)
             return written
 
@@ -182,11 +191,33 @@ class Service:
 
     async def session_events(self, project_id: str, session_id: str) -> AsyncIterator[dict[str, Any]]:
         """A session's events in timestamp order: stored blocks and the spool, each batch once."""
+        if self.catalog.is_erased(project_id, session_id):
+            return
         blocks = await self.catalog.blocks(project_id, session_id)
         spooled = self.spool.session_batches(project_id, session_id)
         async for _window, event in session_items(self.store, blocks, spooled):
             yield event
 
     async def session_exists(self, project_id: str, session_id: str) -> bool:
+        if self.catalog.is_erased(project_id, session_id):
+            return False
         return bool(self.spool.session_batches(project_id, session_id)) or \
             await self.catalog.session(project_id, session_id) is not None
+
+    async def erase_session(self, project_id: str, session_id: str) -> bool:
+        """Erase a session: its index rows go and a tombstone stays (honoured by reads, flushes and
+        reindex); objects left holding no live block are deleted now, shared ones expire with
+        retention or compaction. Returns False when there was nothing to erase."""
+        if not await self.session_exists(project_id, session_id):
+            return False  # no tombstone for an id never seen: it would silently drop a future session
+        orphans = await self.catalog.erase_session(project_id, session_id)
+        for key in orphans:
+            try:
+                await self.store.delete(key)
+            except StoreError as exc:
+                self.metrics.inc("replay_store_errors_total", op="delete")
+                log.warning("erasure: %s stays until retention removes it: %s", key, exc)
+                continue
+            await self.catalog.forget_object(key)
+        self.metrics.inc("replay_erased_sessions_total")
+        return True

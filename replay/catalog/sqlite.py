@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS batches (
     project_id TEXT NOT NULL, session_id TEXT NOT NULL, batch_id TEXT NOT NULL,
     PRIMARY KEY (project_id, session_id, batch_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS erased_sessions (
+    project_id TEXT NOT NULL, session_id TEXT NOT NULL, erased_ms INTEGER NOT NULL,
+    PRIMARY KEY (project_id, session_id)
+) WITHOUT ROWID;
 """
 
 SORTABLE = {"start": "start_ts", "duration": "duration_ms", "active": "active_ms", "clicks": "clicks",
@@ -103,6 +107,8 @@ class SqliteCatalog:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
         self._db: sqlite3.Connection | None = None
         self._token_cache: dict[str, Project] = {}
+        self._erased: set[tuple[str, str]] = set()  # tombstones, all in memory: erasures are rare
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file we opened
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -118,6 +124,9 @@ class SqliteCatalog:
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        self._erased = {(r[0], r[1]) for r in db.execute("SELECT project_id, session_id FROM erased_sessions")}
+        st = self.path.stat()
+        self._identity = (st.st_dev, st.st_ino)
         self._db = db
 
     async def open(self) -> None:
@@ -144,8 +153,15 @@ class SqliteCatalog:
         self.db.execute("COMMIT")
         return result
 
+    def _check(self) -> None:
+        self.db.execute("SELECT count(*) FROM projects").fetchone()
+        # A database file deleted or replaced under us still answers, but every write would be lost.
+        st = self.path.stat()
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise sqlite3.OperationalError(f"{self.path} was replaced or removed since it was opened")
+
     async def check(self) -> None:
-        await self._run(lambda: self.db.execute("SELECT 1").fetchone())
+        await self._run(self._check)
 
     # -- projects and keys -----------------------------------------------------------------------
 
@@ -232,6 +248,12 @@ class SqliteCatalog:
         def tx(db: sqlite3.Connection) -> bool:
             if db.execute("SELECT 1 FROM objects WHERE key=?", (key,)).fetchone():
                 return False  # already catalogued: a retried flush or a second reindex
+            # Erased sessions never come back: not from a flush of what the spool still held, nor from reindex.
+            erased = {(r[0], r[1]) for r in db.execute("SELECT project_id, session_id FROM erased_sessions")} \
+                if self._erased else set()
+            if erased:
+                footer.blocks[:] = [b for b in footer.blocks if (b.project_id, b.session_id) not in erased]
+                deltas[:] = [d for d in deltas if (d.project_id, d.session_id) not in erased]
             db.execute("INSERT INTO objects VALUES (?,?,?,?)", (key, footer.kind, size, footer.created_ms))
             db.executemany(
                 "INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?)",
@@ -420,6 +442,36 @@ class SqliteCatalog:
             return found
 
         return await self._run(query)
+
+    def is_erased(self, project_id: str, session_id: str) -> bool:
+        """Whether the session was erased (a tombstone exists); answered from memory."""
+        return (project_id, session_id) in self._erased
+
+    def _erase_session(self, project_id: str, session_id: str) -> list[str]:
+        def tx(db: sqlite3.Connection) -> list[str]:
+            keys = [r[0] for r in db.execute("SELECT DISTINCT object_key FROM blocks WHERE project_id=? AND session_id=?",
+                                            (project_id, session_id))]
+            for table in ("blocks", "batches", "sessions"):
+                db.execute(f"DELETE FROM {table} WHERE project_id=? AND session_id=?", (project_id, session_id))
+            db.execute("INSERT OR IGNORE INTO erased_sessions VALUES (?,?,?)",
+                       (project_id, session_id, int(time.time() * 1000)))
+            return [k for k in keys if not db.execute("SELECT 1 FROM blocks WHERE object_key=? LIMIT 1", (k,)).fetchone()]
+
+        orphans = self._tx(tx)
+        self._erased.add((project_id, session_id))
+        return orphans
+
+    async def erase_session(self, project_id: str, session_id: str) -> list[str]:
+        """Drop a session's summary, blocks and batch ids and keep a tombstone, in one transaction.
+
+        Returns the keys of objects no block references any more (the caller deletes them).
+        """
+        return await self._run(self._erase_session, project_id, session_id)
+
+    async def forget_object(self, key: str) -> None:
+        """Drop the row of a deleted object, unless blocks point into it again."""
+        await self._run(self._tx, lambda db: db.execute(
+            "DELETE FROM objects WHERE key=? AND NOT EXISTS (SELECT 1 FROM blocks WHERE object_key=?)", (key, key)))
 
     async def object_keys(self) -> set[str]:
         rows = await self._run(lambda: self.db.execute("SELECT key FROM objects").fetchall())

@@ -61,6 +61,7 @@ async def post_recordings(request: web.Request) -> web.Response:
     project = await service.catalog.project_by_token(token)
     if project is None:
         raise Unauthorized("unknown ingest token", code="invalid_token")
+    service.rate_limiter.check(token)
     batch = Batch(
         project_id=project.id,
         session_id=check_id(payload.get("session_id"), "session_id", limits),

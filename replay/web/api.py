@@ -12,7 +12,7 @@ from aiohttp import web
 from replay.catalog.sqlite import SORTABLE, SessionQuery
 from replay.errors import BadRequest, NotFound
 from replay.ingest.validate import check_id
-from replay.web.auth import require_project
+from replay.web.auth import authorize_session_read, require_project
 from replay.web.keys import SERVICE
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,8 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 async def get_session(request: web.Request) -> web.Response:
     project_id, session_id = path_ids(request)
-    await require_project(request, project_id)
+    assert session_id is not None
+    await authorize_session_read(request, project_id, session_id)
     summary = await request.app[SERVICE].catalog.session(project_id, session_id)
     if summary is None:
         raise NotFound(f"no session {session_id} in this project", code="no_such_session")
@@ -130,8 +131,8 @@ async def stream_events(request: web.Request, project_id: str, session_id: str) 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
     project_id, session_id = path_ids(request)
-    await require_project(request, project_id)
     assert session_id is not None
+    await authorize_session_read(request, project_id, session_id)
     return await stream_events(request, project_id, session_id)
 
 

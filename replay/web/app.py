@@ -9,9 +9,11 @@ from aiohttp import web
 
 from replay.ingest import native
 from replay.service import Service
-from replay.web import api, health
+from replay.web import api, erasure, health, metrics, openapi, share
 from replay.web.cors import cors_middleware
+from replay.web.csrf import csrf_middleware
 from replay.web.errors import error_middleware
+from replay.web.metrics import access_middleware
 from replay.web.keys import SERVICE
 
 PLAYER_ASSETS = Path(__file__).resolve().parents[2] / "player_assets"
@@ -30,12 +32,18 @@ async def security_headers(request: web.Request, handler) -> web.StreamResponse:
 
 def build_app(service: Service) -> web.Application:
     # Outermost first: CORS must decorate error responses too, or browsers cannot read them.
-    app = web.Application(middlewares=[security_headers, cors_middleware, error_middleware],
+    # access_middleware sees the final status of everything; csrf sits inside error_middleware so its 403 is JSON.
+    app = web.Application(middlewares=[access_middleware, security_headers, cors_middleware, error_middleware,
+                                       csrf_middleware],
                           client_max_size=service.limits.max_body_bytes)
     app[SERVICE] = service
     native.add_routes(app)
     api.add_routes(app)
     health.add_routes(app)
+    share.add_routes(app)
+    erasure.add_routes(app)
+    metrics.add_routes(app)
+    openapi.add_routes(app)
     if PLAYER_ASSETS.is_dir():
         app.router.add_static("/static/", PLAYER_ASSETS, append_version=False)
     return app

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from replay.catalog import Project
 from replay.errors import Forbidden, Unauthorized
+from replay.share_links import InvalidShareLink, ShareGrant, verify_share
 from replay.web.keys import SERVICE
+
+SHARE_PARAM = "share"  # ?share=<token> on the API and player URLs
+
+
+def share_cookie_name(project_id: str, session_id: str) -> str:
+    """One cookie per shared session, so opening a second link does not void the first."""
+    return f"replay_share.{project_id}.{session_id}"
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -32,3 +42,54 @@ async def require_project(request: web.Request, project_id: str) -> Project:
     if project.id != project_id:
         raise Forbidden("this key belongs to another project", code="wrong_project")
     return project
+
+
+@dataclass(frozen=True)
+class ReadGrant:
+    """Why a request may read one session: ``via`` is "api_key", "ui" or "share" (then ``share`` is set)."""
+
+    project_id: str
+    session_id: str
+    via: str
+    share: ShareGrant | None = None
+
+
+async def signed_in_project(request: web.Request) -> Project | None:
+    """The project of the UI's signed-in cookie session, or None.
+
+    Placeholder for the UI's cookie sign-in (its engineer replaces the body); until then only
+    API keys and share links read.
+    """
+    return None
+
+
+def share_token(request: web.Request, project_id: str, session_id: str) -> str | None:
+    return request.query.get(SHARE_PARAM) or request.cookies.get(share_cookie_name(project_id, session_id))
+
+
+async def authorize_session_read(request: web.Request, project_id: str, session_id: str) -> ReadGrant:
+    """May this request read session ``session_id`` of ``project_id``? Raises 401/403 unless it may.
+
+    Accepted, in this order: an API key of that project (Bearer header), the UI's signed-in cookie
+    for that project, a valid share link for exactly that session (``?share=`` or its cookie).
+    An ingest token is none of these, so it never reads.
+    """
+    if request.headers.get("Authorization"):
+        await require_project(request, project_id)
+        return ReadGrant(project_id, session_id, "api_key")
+    project = await signed_in_project(request)
+    if project is not None:
+        if project.id != project_id:
+            raise Forbidden("you are signed in to another project", code="wrong_project")
+        return ReadGrant(project_id, session_id, "ui")
+    token = share_token(request, project_id, session_id)
+    if token is None:
+        raise Unauthorized("send an API key as 'Authorization: Bearer <key>' or open a share link",
+                           code="missing_api_key")
+    try:
+        grant = verify_share(request.app[SERVICE].share_secret, token)
+    except InvalidShareLink as exc:
+        raise Unauthorized(str(exc), code="invalid_share_link") from None
+    if (grant.project_id, grant.session_id) != (project_id, session_id):
+        raise Forbidden("this share link is for another session", code="wrong_session")
+    return ReadGrant(project_id, session_id, "share", grant)

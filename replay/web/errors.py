@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from aiohttp import web
 
 from replay.errors import ReplayError, TooManyRequests
+from replay.web.keys import SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +18,9 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 
 
 def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
+    response = web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
+    response["error_code"] = code  # for the rejection counter, without parsing the body back
+    return response
 
 
 @web.middleware
@@ -24,7 +28,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ReplayError as exc:
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, TooManyRequests) else {}
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if isinstance(exc, TooManyRequests) else {}
         if exc.status == 503:
             headers.setdefault("Retry-After", "5")
         response = error_response(exc.status, exc.code, exc.detail, headers)
@@ -36,4 +40,13 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = error_response(500, "internal_error", "the server failed; the error is logged")
+    _count_rejection(request, response)
     return response
+
+
+def _count_rejection(request: web.Request, response: web.Response) -> None:
+    # Every error answer passes here, so /metrics sees each one by status and code.
+    service = request.app.get(SERVICE)
+    if service is not None:
+        service.metrics.inc("replay_rejections_total", status=str(response.status),
+                            code=response.get("error_code", "unknown"))
