@@ -38,11 +38,13 @@ def _mode(request: web.Request) -> CorsMode | None:
 
 def _headers(request: web.Request, mode: CorsMode) -> dict[str, str]:
     origin = request.headers.get("Origin")
+    # Clients back off on 429/503 by Retry-After, which cross-origin scripts may only read if exposed.
     if mode is CorsMode.ANY_ORIGIN:
-        return {"Access-Control-Allow-Origin": "*"}
+        return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Retry-After"}
     if not origin:
         return {}
-    return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true", "Vary": "Origin",
+            "Access-Control-Expose-Headers": "Retry-After"}
 
 
 @web.middleware
