@@ -9,7 +9,7 @@ import time
 from typing import Any, AsyncIterator
 
 from replay import codec
-from replay.catalog import Project, SqliteCatalog, open_catalog
+from replay.catalog import Project, SessionSummary, SqliteCatalog, open_catalog
 from replay.catalog.summary import summarize
 from replay.compaction import Compactor, PassReport
 from replay.config import Settings
@@ -18,6 +18,7 @@ from replay.ingest.batch import Batch
 from replay.ingest.limits import Limits
 from replay.ingest.rate_limit import RateLimiter
 from replay.metrics import Metrics
+from replay.pending import with_pending
 from replay.playback import session_items
 from replay.server_secret import load_or_create_secret
 from replay.spool import Spool, SpooledBatch
@@ -189,14 +190,42 @@ class Service:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def session_events(self, project_id: str, session_id: str) -> AsyncIterator[dict[str, Any]]:
-        """A session's events in timestamp order: stored blocks and the spool, each batch once."""
+    async def session_events(self, project_id: str, session_id: str,
+                             from_ts: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """A session's events in timestamp order: stored blocks and the spool, each batch once;
+        with ``from_ts``, only events at or after it (a live player's poll)."""
         if self.catalog.is_erased(project_id, session_id):
             return
-        blocks = await self.catalog.blocks(project_id, session_id)
+        # The spool first: a flush that commits and releases a batch between the two reads then
+        # leaves it in the catalog's answer; the other way round it could be in neither.
         spooled = self.spool.session_batches(project_id, session_id)
+        blocks = await self.catalog.blocks(project_id, session_id)
+        if from_ts is not None:
+            blocks = [b for b in blocks if b.last_ts >= from_ts]
+            spooled = [b for b in spooled if b.stats.last_ts is None or b.stats.last_ts >= from_ts]
         async for _window, event in session_items(self.store, blocks, spooled):
-            yield event
+            if from_ts is None or event["timestamp"] >= from_ts:
+                yield event
+
+    async def session_summary(self, project_id: str, session_id: str) -> SessionSummary | None:
+        """The catalog's summary with the batches it has not seen yet (still in the spool) folded in."""
+        if self.catalog.is_erased(project_id, session_id):
+            return None
+        spooled = self.spool.session_batches(project_id, session_id)
+        summary = await self.catalog.session(project_id, session_id)
+        pending = [b for b in spooled if not await self.catalog.has_batch(project_id, session_id, b.batch_id)]
+        return with_pending(summary, project_id, session_id, pending)
+
+    async def pending_sessions(self, project_id: str) -> list[SessionSummary]:
+        """Sessions of a project that only the spool knows of yet (not flushed once), newest first."""
+        found = []
+        for pid, sid in self.spool.spooled_sessions():
+            if pid != project_id or self.catalog.is_erased(pid, sid) or await self.catalog.session(pid, sid):
+                continue
+            summary = with_pending(None, pid, sid, self.spool.session_batches(pid, sid))
+            if summary is not None:
+                found.append(summary)
+        return sorted(found, key=lambda s: s.start_ts, reverse=True)
 
     async def session_exists(self, project_id: str, session_id: str) -> bool:
         if self.catalog.is_erased(project_id, session_id):

@@ -242,6 +242,12 @@ class SqliteCatalog:
             "WHERE k.key_hash=? AND k.revoked_ms IS NULL", (hash_secret(secret),)).fetchone())
         return self._project(row) if row else None
 
+    async def live_key(self, secret: str) -> ApiKey | None:
+        """The live API key a secret is (its id names it in UI sign-in cookies), or None."""
+        row = await self._run(lambda: self.db.execute(
+            "SELECT * FROM api_keys WHERE key_hash=? AND revoked_ms IS NULL", (hash_secret(secret),)).fetchone())
+        return ApiKey(row["id"], row["project_id"], row["name"], row["prefix"], row["created_ms"]) if row else None
+
     # -- the index -------------------------------------------------------------------------------
 
     def _commit_object(self, key: str, footer: Footer, size: int, deltas: list[SessionDelta]) -> bool:

@@ -93,14 +93,15 @@ async def get_session(request: web.Request) -> web.Response:
     project_id, session_id = path_ids(request)
     assert session_id is not None
     await authorize_session_read(request, project_id, session_id)
-    summary = await request.app[SERVICE].catalog.session(project_id, session_id)
+    summary = await request.app[SERVICE].session_summary(project_id, session_id)
     if summary is None:
         raise NotFound(f"no session {session_id} in this project", code="no_such_session")
     return web.json_response(summary.to_dict(), dumps=lambda o: orjson.dumps(o).decode())
 
 
-async def stream_events(request: web.Request, project_id: str, session_id: str) -> web.StreamResponse:
-    """The session's events as one JSON array, streamed as blocks arrive."""
+async def stream_events(request: web.Request, project_id: str, session_id: str,
+                        from_ts: int | None = None) -> web.StreamResponse:
+    """The session's events as one JSON array, streamed as blocks arrive (``from_ts``: those at or after it)."""
     service = request.app[SERVICE]
     if not await service.session_exists(project_id, session_id):
         raise NotFound(f"no session {session_id} in this project", code="no_such_session")
@@ -109,7 +110,7 @@ async def stream_events(request: web.Request, project_id: str, session_id: str) 
     buf = bytearray(b"[")
     first = True
     try:
-        async for event in service.session_events(project_id, session_id):
+        async for event in service.session_events(project_id, session_id, from_ts):
             if not first:
                 buf += b","
             first = False
@@ -133,7 +134,8 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     project_id, session_id = path_ids(request)
     assert session_id is not None
     await authorize_session_read(request, project_id, session_id)
-    return await stream_events(request, project_id, session_id)
+    # ?from=<ms>: only events at or after it, for a player following a session still recording.
+    return await stream_events(request, project_id, session_id, parse_time_ms(request.query.get("from"), "from"))
 
 
 def add_routes(app: web.Application) -> None:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from replay.ingest import native
 from replay.service import Service
-from replay.web import api, erasure, health, metrics, openapi, share
+from replay.web import api, demo, erasure, health, metrics, openapi, share, static, ui
 from replay.web.cors import cors_middleware
 from replay.web.csrf import csrf_middleware
 from replay.web.errors import error_middleware
@@ -44,8 +44,10 @@ def build_app(service: Service) -> web.Application:
     erasure.add_routes(app)
     metrics.add_routes(app)
     openapi.add_routes(app)
-    if PLAYER_ASSETS.is_dir():
-        app.router.add_static("/static/", PLAYER_ASSETS, append_version=False)
+    ui.add_routes(app)
+    demo.add_routes(app)
+    # Not add_static: it serves .cjs as application/octet-stream, which nosniff makes Chromium refuse.
+    static.add_routes(app, PLAYER_ASSETS)
     return app
 
 

@@ -10,8 +10,18 @@ from replay.catalog import Project
 from replay.errors import Forbidden, Unauthorized
 from replay.share_links import InvalidShareLink, ShareGrant, verify_share
 from replay.web.keys import SERVICE
+from replay.web.ui_session import SESSION_COOKIE, SignedOut, UiSession, verify_session
 
 SHARE_PARAM = "share"  # ?share=<token> on the API and player URLs
+SIGNED_OUT = web.AppKey("signed_out", SignedOut)  # set by replay.web.ui.add_routes
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A UI cookie session and the project it may read."""
+
+    session: UiSession
+    project: Project
 
 
 def share_cookie_name(project_id: str, session_id: str) -> str:
@@ -26,9 +36,13 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 async def authenticated_project(request: web.Request) -> Project:
-    """The project whose API key the request carries; 401 without a valid key."""
+    """The project whose API key the request carries (or the UI's signed-in session, when it sends
+    no Authorization header); 401 without either."""
     secret = bearer_token(request)
     if not secret:
+        project = None if request.headers.get("Authorization") else await signed_in_project(request)
+        if project is not None:
+            return project
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'", code="missing_api_key")
     project = await request.app[SERVICE].catalog.project_for_key(secret)
     if project is None:
@@ -54,13 +68,28 @@ class ReadGrant:
     share: ShareGrant | None = None
 
 
-async def signed_in_project(request: web.Request) -> Project | None:
-    """The project of the UI's signed-in cookie session, or None.
+async def signed_in(request: web.Request) -> SignedIn | None:
+    """The UI's signed-in cookie session (see replay/web/ui_session.py), or None.
 
-    Placeholder for the UI's cookie sign-in (its engineer replaces the body); until then only
-    API keys and share links read.
+    The cookie must be ours, unexpired, not signed out here, and name an API key that is still
+    live: revoking the key ends its sessions.
     """
-    return None
+    service = request.app[SERVICE]
+    session = verify_session(service.share_secret, request.cookies.get(SESSION_COOKIE))
+    signed_out = request.app.get(SIGNED_OUT)
+    if session is None or (signed_out is not None and session in signed_out):
+        return None
+    keys = await service.catalog.keys(session.project_id)
+    if not any(k.id == session.key_id and k.revoked_ms is None for k in keys):
+        return None
+    project = await service.catalog.project(session.project_id)
+    return SignedIn(session, project) if project is not None else None
+
+
+async def signed_in_project(request: web.Request) -> Project | None:
+    """The project of the UI's signed-in cookie session, or None."""
+    found = await signed_in(request)
+    return found.project if found is not None else None
 
 
 def share_token(request: web.Request, project_id: str, session_id: str) -> str | None:
