@@ -1,0 +1,175 @@
+"""Per-session (per window) mirror of the recorded DOM: node id -> tag, a few attributes, parent.
+
+rrweb events refer to nodes by id only ("text of node 17 is now X", "input 15 has value Y").
+Deciding whether X or Y must be masked needs to know what node 17 is and where it sits, so the
+mirror is built from each full snapshot and kept current by mutations. It keeps only what masking
+and auditing decide on: structural attributes and those named by the policy's selectors, never
+values (so the mirror itself holds no secrets).
+
+The mirror is per process. When a session's chunks reach several receivers, a receiver that did
+not see the full snapshot meets node ids it does not know; the transform treats them as
+"unknown ancestry" and masks conservatively (see ``enforce.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
+
+# Attributes every mirror keeps: what selectors most often test, and what identifies a form field.
+STRUCTURAL_ATTRIBUTES = frozenset(
+    {"id", "class", "type", "name", "autocomplete", "contenteditable", "role", "data-rr-is-password"}
+)
+_EMPTY: dict[str, str] = {}
+
+PASSWORD = 1  # this element is or ever was a password input: its values stay masked for good
+BLOCKED = 2  # this element matched a block selector: it and its subtree are not recorded
+
+
+class Node:
+    """One mirrored node. ``tag`` is the lower-case tag name, or ``#text``/``#document``/... ."""
+
+    __slots__ = ("id", "tag", "attrs", "parent", "children", "flags")
+
+    def __init__(self, node_id: int, tag: str, attrs: dict[str, str], parent: Node | None) -> None:
+        self.id = node_id
+        self.tag = tag
+        self.attrs = attrs
+        self.parent = parent
+        self.children: set[Node] | None = None
+        self.flags = 0
+
+    def ancestors(self) -> Iterator[Node]:
+        node = self.parent
+        while node is not None:
+            yield node
+            node = node.parent
+
+    def input_type(self) -> str:
+        return (self.attrs.get("type") or "text").lower() if self.tag == "input" else self.tag
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"<Node {self.id} {self.tag} {self.attrs}>"
+
+
+class SessionMirror:
+    """The DOM of one recording window as far as masking needs it.
+
+    ``keep_attributes`` adds to ``STRUCTURAL_ATTRIBUTES`` (pass the attribute names the policy's
+    selectors test; ``walk.rules_for(policy).selector_attributes``).
+    """
+
+    def __init__(self, keep_attributes: frozenset[str] = frozenset()) -> None:
+        self.keep = STRUCTURAL_ATTRIBUTES | keep_attributes
+        self.nodes: dict[int, Node] = {}
+        # "name:pw" / "id:pw" of inputs that were ever passwords: a show-password widget that swaps
+        # the element for a new type=text input keeps the name, and the new input stays masked.
+        self.password_keys: set[str] = set()
+        self.full_snapshots = 0
+        self.touched = time.monotonic()
+
+    def reset(self) -> None:
+        """A full snapshot re-describes the whole page; password history survives it."""
+        self.nodes.clear()
+        self.full_snapshots += 1
+
+    def get(self, node_id: object) -> Node | None:
+        return self.nodes.get(node_id) if isinstance(node_id, int) else None
+
+    def add(self, node_id: int, tag: str, attrs: dict[str, object] | None, parent: Node | None) -> Node:
+        kept = _EMPTY
+        if attrs:
+            kept = {k: v for k, v in attrs.items() if k in self.keep and isinstance(v, str)}
+        node = Node(node_id, tag, kept or _EMPTY, parent)
+        old = self.nodes.get(node_id)
+        if old is not None:
+            self._detach(old)
+        self.nodes[node_id] = node
+        if parent is not None:
+            if parent.children is None:
+                parent.children = set()
+            parent.children.add(node)
+        if tag == "input":
+            self._note_password(node, None)
+        return node
+
+    def set_attribute(self, node: Node, name: str, value: str | None) -> None:
+        if name not in self.keep:
+            return
+        old_type = node.attrs.get("type") if name == "type" else None
+        if node.attrs is _EMPTY:
+            node.attrs = {}
+        if value is None:
+            node.attrs.pop(name, None)
+        else:
+            node.attrs[name] = value
+        if node.tag == "input":
+            self._note_password(node, old_type)
+
+    def remove(self, node: Node) -> None:
+        """Forget ``node`` and its subtree (iteratively: recorded DOMs can be deep)."""
+        if node.parent is not None and node.parent.children is not None:
+            node.parent.children.discard(node)
+        self._detach(node)
+
+    def _detach(self, node: Node) -> None:
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if self.nodes.get(n.id) is n:
+                del self.nodes[n.id]
+            if n.children:
+                stack.extend(n.children)
+
+    def _note_password(self, node: Node, old_type: str | None) -> None:
+        attrs = node.attrs
+        is_pw = (
+            (attrs.get("type") or "").lower() == "password"
+            or (old_type or "").lower() == "password"
+            or "data-rr-is-password" in attrs
+            or any(f"{k}:{attrs[k]}" in self.password_keys for k in ("id", "name") if k in attrs)
+        )
+        if is_pw:
+            node.flags |= PASSWORD
+        if node.flags & PASSWORD:
+            self.password_keys.update(f"{k}:{attrs[k]}" for k in ("id", "name") if attrs.get(k))
+
+
+class MirrorCache:
+    """Mirrors of recently active windows, least recently used first out.
+
+    Key it by ``(project_id, session_id, window_id)``: rrweb node ids are per window. A window idle
+    for ``idle_seconds`` is dropped (its next batch starts with unknown ancestry until rrweb's next
+    full snapshot), and at most ``max_windows`` are kept, bounding memory on busy receivers.
+    """
+
+    def __init__(self, max_windows: int = 2000, idle_seconds: float = 1800.0) -> None:
+        self.max_windows = max_windows
+        self.idle_seconds = idle_seconds
+        self._mirrors: OrderedDict[Hashable, SessionMirror] = OrderedDict()
+
+    def get(self, key: Hashable, keep_attributes: frozenset[str] = frozenset()) -> SessionMirror:
+        now = time.monotonic()
+        mirror = self._mirrors.pop(key, None)
+        if mirror is None or now - mirror.touched > self.idle_seconds or not keep_attributes <= mirror.keep:
+            mirror = SessionMirror(keep_attributes)
+        mirror.touched = now
+        self._mirrors[key] = mirror
+        while len(self._mirrors) > self.max_windows:
+            self._mirrors.popitem(last=False)
+        self._expire(now)
+        return mirror
+
+    def discard(self, key: Hashable) -> None:
+        self._mirrors.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._mirrors)
+
+    def _expire(self, now: float) -> None:
+        while self._mirrors:
+            key, oldest = next(iter(self._mirrors.items()))
+            if now - oldest.touched <= self.idle_seconds:
+                break
+            del self._mirrors[key]

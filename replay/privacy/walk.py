@@ -1,0 +1,544 @@
+"""One decoder of rrweb events for both enforcement and audit.
+
+The walker reads events the way the replayer applies them (full snapshot, then mutations in the
+order removes, adds, texts, attributes; input events by node id), keeps the ``SessionMirror``
+current, and for every place a value can leak decides whether the policy requires it masked.
+It hands each value to a ``Sink``: the enforcer returns a masked value, the auditor records what
+it saw and returns it unchanged. Sharing the walker means the audit inspects exactly what
+enforcement would have masked, with the same node context.
+
+Unknown ancestry. The mirror is per process; a batch whose session started on another receiver
+references node ids this process never saw. Those values are treated as if under a mask
+selector when the policy has any mask_text_selectors or masks inputs (the default), input events
+on unknown nodes are always masked, attributes get the name rules (``selector@attr`` rules count
+as matching), and everything gets PII detection. The mirror recovers at rrweb's next full
+snapshot. Route a session's batches to one receiver (sticky on session id) to avoid this.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import Any, Protocol
+
+from replay.privacy.mirror import BLOCKED, PASSWORD, Node, SessionMirror
+from replay.privacy.policy import MaskingPolicy
+from replay.privacy.selectors import parse_all
+from replay.privacy.urls import name_parts
+
+# rrweb enums (rrweb-snapshot NodeType, rrweb EventType / IncrementalSource).
+DOCUMENT, DOCTYPE, ELEMENT, TEXT, CDATA, COMMENT = range(6)
+FULL_SNAPSHOT, INCREMENTAL, META, CUSTOM, PLUGIN = 2, 3, 4, 5, 6
+MUTATION, INPUT, LOG = 0, 5, 11
+
+BUTTON_TYPES = frozenset({"submit", "button", "reset", "image"})
+FIELD_TAGS = frozenset({"input", "textarea", "select"})
+URL_ATTRIBUTES = frozenset({"href", "src", "action", "formaction", "rr_src", "poster", "cite", "background",
+                            "xlink:href", "ping"})
+# Never masked nor scanned: replay needs them (layout, CSS, structure) and they hold no user data.
+STRUCTURAL = frozenset({
+    "class", "id", "style", "_csstext", "type", "name", "for", "role", "tabindex", "rel", "as", "media",
+    "sizes", "srcset", "width", "height", "viewbox", "d", "points", "transform", "fill", "stroke", "xmlns",
+    "xmlns:xlink", "lang", "dir", "charset", "crossorigin", "integrity", "checked", "selected", "disabled",
+    "readonly", "required", "multiple", "autocomplete", "contenteditable", "draggable", "hidden", "open",
+    "data-rr-is-password", "http-equiv", "target", "method", "enctype", "loading", "decoding",
+})
+
+# Where a value sits, as passed to Sink.input_value.
+FORM_VALUE, FORM_INPUT_EVENT, FORM_TEXT, FORM_EDITABLE = "value", "input", "textarea", "editable"
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """What the ancestors of a node imply for its text: inherited down the tree."""
+
+    blocked: bool = False
+    mask_text: bool = False
+    owner: Node | None = None  # the textarea / option / contenteditable root the text belongs to
+    kind: str | None = None  # "textarea" | "option" | "editable" | "skip" (style/script) | "unknown"
+
+
+ROOT = Ctx()
+
+
+class Rules:
+    """A policy compiled for matching (selectors parsed once; cached per policy)."""
+
+    def __init__(self, policy: MaskingPolicy) -> None:
+        self.policy = policy
+        self.block = parse_all(policy.block_selectors)
+        self.mask_text = parse_all(policy.mask_text_selectors)
+        by_attr: dict[str, list[str]] = {}
+        for rule in policy.mask_attributes:
+            selector, at, name = rule.rpartition("@")
+            if at:
+                by_attr.setdefault(name.lower(), []).append(selector)
+        self.attr_selectors = {k: parse_all(v) for k, v in by_attr.items()}
+        globs = [fnmatch.translate(r) for r in policy.mask_attributes if "@" not in r and "*" in r]
+        self._name_exact = frozenset(r for r in policy.mask_attributes if "@" not in r and "*" not in r)
+        self._name_glob = re.compile("|".join(globs)) if globs else None
+        self._keep = frozenset(policy.keep_attributes)
+        self._name_cache: dict[str, bool] = {}
+        self.detectors = frozenset(policy.pii_detectors)
+        self.strip = frozenset(policy.strip_query_params)
+        self.mask_editable = policy.masks_input_type("contenteditable")
+        self.unknown_text_masked = bool(self.mask_text) or policy.mask_all_inputs
+
+    @cached_property
+    def selector_attributes(self) -> frozenset[str]:
+        """Attribute names the selectors test: the mirror must keep them."""
+        names = self.block.attribute_names() | self.mask_text.attribute_names()
+        for selectors in self.attr_selectors.values():
+            names |= selectors.attribute_names()
+        return frozenset(names)
+
+    def masks_value(self, node: Node | None, memo: dict[Any, bool] | None = None) -> bool:
+        """Whether the value of this input/textarea/select must be masked (unknown node: yes)."""
+        if node is None or node.flags & PASSWORD:
+            return True
+        kind = node.input_type()
+        if node.tag == "input" and kind in BUTTON_TYPES:
+            return False
+        if self.policy.masks_input_type(kind):
+            return True
+        selectors = self.attr_selectors.get("value")
+        return selectors is not None and selectors.matches(node, memo)
+
+    def select_masked(self, option: Node | None) -> bool:
+        select = _select_of(option)
+        return self.masks_value(select) if select is not None else self.policy.masks_input_type("select")
+
+    def option_masked(self, option: Node | None) -> bool:
+        return self.policy.mask_option_text and self.select_masked(option)
+
+    def attribute_masked(self, node: Node | None, name: str, memo: dict[Any, bool] | None = None) -> bool:
+        if self._name_masked(name):
+            return True
+        selectors = self.attr_selectors.get(name)
+        if not selectors or name in self._keep:
+            return False
+        return node is None or selectors.matches(node, memo)
+
+    def _name_masked(self, name: str) -> bool:
+        """``policy.attribute_name_masked``, compiled and cached (it runs for every attribute)."""
+        cached = self._name_cache.get(name)
+        if cached is None:
+            cached = name not in self._keep and (
+                name in self._name_exact or (self._name_glob is not None and self._name_glob.match(name) is not None)
+            )
+            if len(self._name_cache) > 4096:  # attribute names come from pages: keep the cache bounded
+                self._name_cache.clear()
+            self._name_cache[name] = cached
+        return cached
+
+    def sensitive_param(self, name: str) -> bool:
+        return not self.strip.isdisjoint(name_parts(name))
+
+
+@lru_cache(maxsize=256)
+def rules_for(policy: MaskingPolicy) -> Rules:
+    return Rules(policy)
+
+
+def _select_of(option: Node | None) -> Node | None:
+    node = option.parent if option is not None else None
+    for _ in range(2):  # option's parent is the select, or an optgroup inside it
+        if node is None:
+            return None
+        if node.tag == "select":
+            return node
+        node = node.parent
+    return None
+
+
+class Sink(Protocol):
+    """Receives every value the walker meets; returns the value to keep (same object: unchanged)."""
+
+    drops_blocked: bool
+
+    def field(self, node: Node) -> None: ...
+
+    def input_value(self, node: Node | None, value: str, must_mask: bool, form: str) -> str: ...
+
+    def text(self, parent: Node | None, value: str, must_mask: bool) -> str: ...
+
+    def attribute(self, node: Node | None, name: str, value: str, must_mask: bool) -> str: ...
+
+    def url(self, node: Node | None, where: str, value: str) -> str: ...
+
+    def free_text(self, where: str, value: str) -> str: ...
+
+    def blocked(self, node: Node, serialized: dict[str, Any] | None) -> None: ...
+
+    def option_selected(self, option: Node) -> bool: ...
+
+
+class Walker:
+    """Feeds one window's events, in order, through the mirror and a sink (values replaced in place)."""
+
+    def __init__(self, rules: Rules, mirror: SessionMirror, sink: Sink) -> None:
+        self.rules = rules
+        self.mirror = mirror
+        self.sink = sink
+        # Both memos hold only while the mirrored tree does not change: reset per event and
+        # whenever a mutation changes attributes.
+        self._memo: dict[Node, Ctx] = {}
+        self._smemo: dict[Any, bool] = {}
+
+    def event(self, ev: Any) -> None:
+        if not isinstance(ev, dict):
+            return
+        data = ev.get("data")
+        if not isinstance(data, dict):
+            return
+        kind = ev.get("type")
+        if self._memo or self._smemo:
+            self._memo, self._smemo = {}, {}
+        if kind == INCREMENTAL:
+            source = data.get("source")
+            if source == MUTATION:
+                self._mutation(data)
+            elif source == INPUT:
+                self._input(data)
+            elif source == LOG:
+                self._free(data, "log")
+        elif kind == FULL_SNAPSHOT:
+            node = data.get("node")
+            if isinstance(node, dict):
+                self.mirror.reset()
+                self._walk(node, None, ROOT)
+        elif kind == META:
+            href = data.get("href")
+            if isinstance(href, str) and href:
+                new = self.sink.url(None, "page url", href)
+                if new is not href:
+                    data["href"] = new
+        elif kind in (CUSTOM, PLUGIN):
+            self._free(data, "custom event" if kind == CUSTOM else "plugin event")
+
+    # --- node context -------------------------------------------------------------------------
+
+    def _enter(self, el: Node, ctx: Ctx) -> Ctx:
+        """The context children of element ``el`` inherit."""
+        blocked, mask_text, owner, kind = ctx.blocked, ctx.mask_text, ctx.owner, ctx.kind
+        if el.flags & BLOCKED:
+            blocked = True
+        if not mask_text and self.rules.mask_text and self.rules.mask_text.matches(el, self._smemo):
+            mask_text = True
+        tag = el.tag
+        if tag == "textarea" or tag == "option":
+            owner, kind = el, tag
+        elif tag == "style" or tag == "script":
+            kind = "skip"
+        else:
+            editable = el.attrs.get("contenteditable")
+            if editable is not None:
+                if editable.lower() == "false":
+                    owner, kind = None, None
+                elif kind != "editable":
+                    owner, kind = el, "editable"
+        if (blocked, mask_text, owner, kind) == (ctx.blocked, ctx.mask_text, ctx.owner, ctx.kind):
+            return ctx
+        return Ctx(blocked, mask_text, owner, kind)
+
+    def _ctx_of(self, node: Node | None) -> Ctx:
+        """Context of ``node`` itself (its own element rules included), via its mirrored ancestors."""
+        if node is None:
+            return self._unknown
+        memo = self._memo
+        chain: list[Node] = []
+        n: Node | None = node
+        while n is not None and n not in memo:
+            chain.append(n)
+            n = n.parent
+        if n is not None:
+            ctx = memo[n]
+        else:
+            ctx = ROOT if chain[-1].tag == "#document" else self._unknown
+        for n in reversed(chain):
+            if not n.tag.startswith("#"):
+                ctx = self._enter(n, ctx)
+            memo[n] = ctx
+        return ctx
+
+    @cached_property
+    def _unknown(self) -> Ctx:
+        return Ctx(False, self.rules.unknown_text_masked, None, "unknown")
+
+    # --- serialized trees (full snapshots and added nodes) --------------------------------------
+
+    def _walk(self, root: dict[str, Any], parent: Node | None, ctx: Ctx) -> None:
+        stack: list[tuple[dict[str, Any], Node | None, Ctx]] = [(root, parent, ctx)]
+        mirror, sink, rules = self.mirror, self.sink, self.rules
+        while stack:
+            sn, parent, ctx = stack.pop()
+            sid = sn.get("id")
+            if not isinstance(sid, int):
+                continue
+            kind = sn.get("type")
+            if kind == ELEMENT:
+                tag = str(sn.get("tagName") or "").lower()
+                attrs = sn.get("attributes")
+                if not isinstance(attrs, dict):
+                    attrs = {}
+                node = mirror.add(sid, tag, attrs, parent)
+                if not ctx.blocked and rules.block and rules.block.matches(node, self._smemo):
+                    node.flags |= BLOCKED
+                    if sink.drops_blocked:
+                        self._register(sn.get("childNodes"), node)
+                        sink.blocked(node, sn)
+                        continue
+                    sink.blocked(node, sn)
+                child_ctx = self._enter(node, ctx)
+                if tag in FIELD_TAGS or child_ctx.owner is node and child_ctx.kind == "editable":
+                    sink.field(node)
+                self._element_attributes(node, attrs, child_ctx)
+            elif kind == TEXT or kind == COMMENT or kind == CDATA:
+                node = mirror.add(sid, "#text" if kind == TEXT else "#comment", None, parent)
+                value = sn.get("textContent")
+                if isinstance(value, str) and value:
+                    if kind == TEXT:
+                        new = self._text(parent, ctx, value)
+                    else:  # comments: not rendered, but still recorded, so PII and mask selectors apply
+                        new = sink.text(parent, value, ctx.mask_text)
+                    if new is not value:
+                        sn["textContent"] = new
+                continue
+            elif kind == DOCUMENT:
+                node = mirror.add(sid, "#document", None, parent)
+                child_ctx = ctx
+            else:
+                mirror.add(sid, "#doctype", None, parent)
+                continue
+            children = sn.get("childNodes")
+            if isinstance(children, list):
+                for child in reversed(children):
+                    if isinstance(child, dict):
+                        stack.append((child, node, child_ctx))
+
+    def _register(self, children: Any, parent: Node) -> None:
+        """Mirror a subtree's ids only (content under a blocked element that will be dropped)."""
+        stack = [(children, parent)]
+        while stack:
+            nodes, par = stack.pop()
+            if not isinstance(nodes, list):
+                continue
+            for sn in nodes:
+                if isinstance(sn, dict) and isinstance(sn.get("id"), int):
+                    n = self.mirror.add(sn["id"], str(sn.get("tagName") or "#node").lower(), None, par)
+                    stack.append((sn.get("childNodes"), n))
+
+    def _text(self, parent: Node | None, ctx: Ctx, value: str) -> str:
+        kind, sink = ctx.kind, self.sink
+        if kind is None:
+            return sink.text(parent, value, ctx.mask_text)
+        if kind == "skip":
+            return value
+        if kind == "textarea":
+            must = self.rules.masks_value(ctx.owner, self._smemo) or ctx.mask_text
+            return sink.input_value(ctx.owner, value, must, FORM_TEXT)
+        if kind == "editable":
+            return sink.input_value(ctx.owner, value, self.rules.mask_editable or ctx.mask_text, FORM_EDITABLE)
+        if kind == "option":
+            return sink.text(parent, value, ctx.mask_text or self.rules.option_masked(ctx.owner))
+        return sink.text(parent, value, ctx.mask_text)  # unknown ancestry: ctx.mask_text is conservative
+
+    def _element_attributes(self, node: Node, attrs: dict[str, Any], ctx: Ctx) -> None:
+        if node.tag == "option" and attrs.get("selected") not in (None, False):
+            if self.rules.select_masked(node) and self.sink.option_selected(node):
+                del attrs["selected"]
+        for name, value in attrs.items():
+            if isinstance(value, str) and value:
+                new = self._attribute(node, node.tag, name.lower(), value)
+                if new is not value:
+                    attrs[name] = new
+
+    def _attribute(self, node: Node | None, tag: str, name: str, value: str) -> str:
+        sink, rules = self.sink, self.rules
+        if name in URL_ATTRIBUTES:
+            return sink.url(node, name, value)
+        if name in STRUCTURAL or name.startswith("rr_"):
+            return value
+        if name == "value":
+            if node is None or tag == "textarea" or tag == "select":
+                return sink.input_value(node, value, rules.masks_value(node, self._smemo), FORM_VALUE)
+            if tag == "input":
+                if node.input_type() in BUTTON_TYPES:
+                    return sink.attribute(node, name, value, False)
+                return sink.input_value(node, value, rules.masks_value(node, self._smemo), FORM_VALUE)
+            if tag == "option":
+                return sink.attribute(node, name, value, rules.option_masked(node))
+        elif name == "label" and tag == "option":
+            return sink.attribute(node, name, value, rules.option_masked(node))
+        return sink.attribute(node, name, value, rules.attribute_masked(node, name, self._smemo))
+
+    # --- incremental events --------------------------------------------------------------------
+
+    def _mutation(self, data: dict[str, Any]) -> None:
+        mirror, sink = self.mirror, self.sink
+        removes = data.get("removes")
+        if isinstance(removes, list) and removes:
+            kept = []
+            for item in removes:
+                node = mirror.get(item.get("id")) if isinstance(item, dict) else None
+                if node is not None:
+                    if sink.drops_blocked and node.parent is not None and self._ctx_of(node.parent).blocked:
+                        mirror.remove(node)
+                        continue
+                    mirror.remove(node)
+                kept.append(item)
+            if len(kept) != len(removes):
+                data["removes"] = kept
+        adds = data.get("adds")
+        if isinstance(adds, list) and adds:
+            self._adds(data, adds)
+        texts = data.get("texts")
+        if isinstance(texts, list) and texts:
+            self._texts(data, texts)
+        attributes = data.get("attributes")
+        if isinstance(attributes, list) and attributes:
+            self._attribute_mutations(data, attributes)
+
+    def _adds(self, data: dict[str, Any], adds: list[Any]) -> None:
+        mirror, sink = self.mirror, self.sink
+        kept: list[Any] = []
+        pending = [a for a in adds if isinstance(a, dict) and isinstance(a.get("node"), dict)]
+        while pending:
+            deferred = []
+            for item in pending:
+                parent = mirror.get(item.get("parentId"))
+                if parent is None:
+                    deferred.append(item)
+                    continue
+                ctx = self._ctx_of(parent)
+                if ctx.blocked:
+                    if sink.drops_blocked:
+                        self._register([item["node"]], parent)
+                        continue
+                    sink.blocked(parent, None)
+                self._walk(item["node"], parent, ctx)
+                kept.append(item)
+            if len(deferred) == len(pending):  # parents this process never saw: unknown ancestry
+                for item in deferred:
+                    self._walk(item["node"], None, self._unknown)
+                    kept.append(item)
+                break
+            pending = deferred
+        if len(kept) != len(adds):
+            order = {id(a): i for i, a in enumerate(adds)}
+            data["adds"] = sorted(kept, key=lambda a: order[id(a)])
+
+    def _texts(self, data: dict[str, Any], texts: list[Any]) -> None:
+        kept = []
+        for item in texts:
+            if not isinstance(item, dict):
+                continue
+            node = self.mirror.get(item.get("id"))
+            parent = node.parent if node is not None else None
+            ctx = self._ctx_of(parent) if node is not None else self._unknown
+            if ctx.blocked:
+                if self.sink.drops_blocked:
+                    continue
+                self.sink.blocked(_blocked_root(node), None)
+            value = item.get("value")
+            if isinstance(value, str) and value:
+                new = self._text(parent, ctx, value)
+                if new is not value:
+                    item["value"] = new
+            kept.append(item)
+        if len(kept) != len(texts):
+            data["texts"] = kept
+
+    def _attribute_mutations(self, data: dict[str, Any], items: list[Any]) -> None:
+        mirror, sink, rules = self.mirror, self.sink, self.rules
+        kept = []
+        for item in items:
+            if not isinstance(item, dict) or not isinstance(item.get("attributes"), dict):
+                continue
+            attrs: dict[str, Any] = item["attributes"]
+            node = mirror.get(item.get("id"))
+            if node is not None:
+                if self._ctx_of(node).blocked:
+                    if sink.drops_blocked:
+                        continue
+                    sink.blocked(_blocked_root(node), None)
+                for name, value in attrs.items():
+                    if value is None or isinstance(value, str):
+                        mirror.set_attribute(node, name.lower(), value)
+                self._memo, self._smemo = {}, {}
+                if rules.block and not node.flags & BLOCKED and rules.block.matches(node, self._smemo):
+                    self._now_blocked(data, node)
+                    if sink.drops_blocked:
+                        continue
+            tag = node.tag if node is not None else ""
+            for name, value in attrs.items():
+                if isinstance(value, str) and value:
+                    new = self._attribute(node, tag, name.lower(), value)
+                    if new is not value:
+                        attrs[name] = new
+            kept.append(item)
+        if len(kept) != len(items):
+            data["attributes"] = kept
+
+    def _now_blocked(self, data: dict[str, Any], node: Node) -> None:
+        """An attribute change made ``node`` match a block selector: drop what it already shows."""
+        node.flags |= BLOCKED
+        if not self.sink.drops_blocked:
+            self.sink.blocked(node, None)
+            return
+        removes = data.get("removes")
+        if not isinstance(removes, list):
+            removes = data["removes"] = []
+        # Removes apply before adds/texts/attributes in the replayer, so the subtree is gone first.
+        removes.extend({"parentId": node.id, "id": child.id} for child in node.children or ())
+
+    def _input(self, data: dict[str, Any]) -> None:
+        text = data.get("text")
+        if not isinstance(text, str) or not text:
+            return
+        node = self.mirror.get(data.get("id"))
+        if node is None:
+            must = True
+        else:
+            ctx = self._ctx_of(node)
+            must = ctx.blocked or ctx.mask_text or self.rules.masks_value(node, self._smemo)
+        new = self.sink.input_value(node, text, must, FORM_INPUT_EVENT)
+        if new is not text:
+            data["text"] = new
+
+    # --- custom / plugin payloads -----------------------------------------------------------------
+
+    def _free(self, data: dict[str, Any], where: str) -> None:
+        """Every string in a custom/plugin payload: URLs get parameter stripping, all get PII."""
+        stack: list[Any] = [data]
+        sink = self.sink
+        while stack:
+            container = stack.pop()
+            items = container.items() if isinstance(container, dict) else enumerate(container)
+            for key, value in list(items):
+                if isinstance(value, str):
+                    if not value:
+                        continue
+                    if _looks_like_url(value):
+                        new = sink.url(None, where, value)
+                    else:
+                        new = sink.free_text(where, value)
+                    if new is not value:
+                        container[key] = new
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+
+
+def _looks_like_url(value: str) -> bool:
+    return value.startswith(("http://", "https://", "/")) and ("?" in value or "#" in value) and "=" in value
+
+
+def _blocked_root(node: Node | None) -> Node:
+    """The blocked element a node sits under (for one finding per blocked element)."""
+    assert node is not None
+    for n in (node, *node.ancestors()):
+        if n.flags & BLOCKED:
+            return n
+    return node

@@ -1,0 +1,232 @@
+"""Server-side enforcement over real rrweb recordings: no secret survives, the replay keeps its shape."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from replay.privacy import MaskingPolicy, MirrorCache, SessionMirror, audit_session, enforce_events, render_text
+from replay.privacy.enforce import mirror_attributes
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "privacy"
+NAMES = sorted(p.stem for p in FIXTURES.glob("*.json"))
+POLICY = MaskingPolicy()
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def enforce(events: list[Any], policy: MaskingPolicy = POLICY, mirror: SessionMirror | None = None) -> list[Any]:
+    return enforce_events(policy, mirror or SessionMirror(mirror_attributes(policy)), events)
+
+
+def node_ids(node: Any) -> list[int]:
+    out, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        out.append(n["id"])
+        stack.extend(n.get("childNodes") or [])
+    return out
+
+
+def shape(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What the replay's structure depends on: event types, node ids, mutation targets, input ids."""
+    out = []
+    for e in events:
+        d = e["data"]
+        s: tuple[Any, ...] = (e["type"], e["timestamp"], d.get("source"))
+        if e["type"] == 2:
+            s += (tuple(node_ids(d["node"])),)
+        elif e["type"] == 3 and d["source"] == 0:
+            s += (
+                tuple(r["id"] for r in d["removes"]),
+                tuple(tuple(node_ids(a["node"])) for a in d["adds"]),
+                tuple(t["id"] for t in d["texts"]),
+                tuple((a["id"], tuple(a["attributes"])) for a in d["attributes"]),
+            )
+        elif e["type"] == 3 and d["source"] == 5:
+            s += (d["id"], d["isChecked"])
+        elif e["type"] == 3:
+            s += (json.dumps(d, sort_keys=True),)  # mouse, scroll...: untouched
+        out.append(s)
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_enforcement_removes_every_secret_and_keeps_the_replay_structure(name: str) -> None:
+    fixture = load(name)
+    original = fixture["events"]
+    enforced = enforce(copy.deepcopy(original))
+    serialized = json.dumps(enforced)
+    for secret in fixture["secrets"]:
+        assert secret not in serialized
+    audit = audit_session(enforced)
+    assert audit.verdict == "clean", render_text(audit)
+    assert shape(enforced) == shape(original)
+
+
+def test_enforcement_works_in_place_and_touches_only_what_leaks() -> None:
+    events = load("well_masked")["events"]
+    before = copy.deepcopy(events)
+    assert enforce(events) is events
+    changed = [i for i, (a, b) in enumerate(zip(before, events, strict=True)) if a != b]
+    # On a careful site only Input events change: rrweb's per-character masks (and the
+    # checkbox's default "on") become the fixed-length mask. Snapshot and mutations are untouched.
+    assert changed and {events[i]["type"] for i in changed} == {3}
+    assert {events[i]["data"]["source"] for i in changed} == {5}
+    assert {events[i]["data"]["text"] for i in changed} == {"********"}
+
+
+def test_masked_text_keeps_rrweb_form() -> None:
+    events = enforce(load("text_pii")["events"])
+    snapshot = json.dumps(events[3])
+    assert "Contact *************************** or *** ** **** ****" in snapshot
+    assert "IBAN **** **** **** **** **** **" in snapshot
+
+
+def test_fixed_length_hides_password_length_and_can_be_turned_off() -> None:
+    inputs = lambda evs: [e["data"]["text"] for e in evs if e["type"] == 3 and e["data"].get("source") == 5]  # noqa: E731
+    fixed = enforce(load("password_length")["events"])
+    assert set(inputs(fixed)) == {"********"}
+    lengthy = enforce(load("password_length")["events"], MaskingPolicy(fixed_length_mask=False))
+    assert [len(t) for t in inputs(lengthy)] == list(range(1, 12))
+    assert set(audit_session(lengthy).counts()) == {"password_length"}
+
+
+def test_batches_share_the_mirror_and_give_the_same_result_as_one_batch() -> None:
+    events = load("password_toggle")["events"]
+    whole = enforce(copy.deepcopy(events))
+    mirror = SessionMirror()
+    chunks = [copy.deepcopy(events[i:i + 5]) for i in range(0, len(events), 5)]
+    split = [e for chunk in chunks for e in enforce(chunk, mirror=mirror)]
+    assert split == whole
+
+
+def test_unknown_ancestry_is_masked_conservatively() -> None:
+    # A receiver that never saw the full snapshot (the session began on another process).
+    events = load("contenteditable")["events"]
+    later = copy.deepcopy([e for e in events if e["type"] == 3])
+    enforced = enforce(later)
+    assert "Secretword" not in json.dumps(enforced)
+    texts = [t["value"] for e in enforced if e["data"]["source"] == 0 for t in e["data"]["texts"]]
+    assert texts and all(set(v) <= {"*", " ", "\u00a0"} for v in texts)
+    # Input events on unknown nodes are masked whatever the policy.
+    lenient = MaskingPolicy(mask_all_inputs=False, mask_text_selectors=())
+    typed = [copy.deepcopy(e) for e in load("textarea_initial")["events"] if e["type"] == 3]
+    assert "quartzRecovery" not in json.dumps(enforce(typed, lenient))
+
+
+def test_block_selector_replaces_element_with_placeholder_and_drops_its_mutations() -> None:
+    policy = MaskingPolicy(block_selectors=["#later", "p#bank"])
+    events = enforce(load("text_pii")["events"], policy)
+    serialized = json.dumps(events)
+    assert "SSN" not in serialized and "DE89" not in serialized
+
+    def find(node: dict[str, Any], ident: str) -> dict[str, Any] | None:
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.get("attributes", {}).get("id") == ident:
+                return n
+            stack.extend(n.get("childNodes") or [])
+        return None
+
+    bank = find(events[3]["data"]["node"], "bank")
+    assert bank is not None and bank["childNodes"] == [] and set(bank["attributes"]) <= {"id", "class", "rr_width",
+                                                                                            "rr_height"}
+    later_text_id = 20  # the text node inside p#later, changed by a text mutation
+    mutation = next(e["data"] for e in events if e["type"] == 3 and e["data"].get("source") == 0)
+    assert all(t["id"] != later_text_id for t in mutation["texts"])
+    assert audit_session(events, policy).verdict == "clean"
+
+
+def test_element_that_starts_matching_a_block_selector_loses_its_children() -> None:
+    policy = MaskingPolicy(block_selectors=[".secret"])
+    events = copy.deepcopy(load("text_pii")["events"][:4])
+    events.append({"type": 3, "timestamp": events[-1]["timestamp"] + 1, "data": {
+        "source": 0, "texts": [], "removes": [], "adds": [],
+        "attributes": [{"id": 17, "attributes": {"class": "secret"}}]}})  # p#bank
+    enforced = enforce(events, policy)
+    mutation = enforced[-1]["data"]
+    assert mutation["attributes"] == []
+    assert mutation["removes"] == [{"parentId": 17, "id": 18}]  # its IBAN text node
+
+
+def _input_page(attrs: dict[str, str]) -> list[dict[str, Any]]:
+    node = {"type": 0, "id": 1, "childNodes": [{"type": 2, "id": 2, "tagName": "html", "attributes": {},
+             "childNodes": [{"type": 2, "id": 3, "tagName": "body", "attributes": {}, "childNodes": [
+                 {"type": 2, "id": 4, "tagName": "input", "attributes": attrs, "childNodes": []}]}]}]}
+    return [{"type": 4, "timestamp": 1, "data": {"href": "https://shop.test/", "width": 1, "height": 1}},
+            {"type": 2, "timestamp": 2, "data": {"node": node, "initialOffset": {"left": 0, "top": 0}}}]
+
+
+def _mutation(ts: int, **data: Any) -> dict[str, Any]:
+    return {"type": 3, "timestamp": ts, "data": {"source": 0, "texts": [], "attributes": [], "removes": [],
+                                                  "adds": [], **data}}
+
+
+def test_password_toggled_to_text_stays_masked_even_when_text_inputs_are_not() -> None:
+    policy = MaskingPolicy(mask_all_inputs=False)
+    events = _input_page({"type": "password", "name": "pw"}) + [
+        _mutation(3, attributes=[{"id": 4, "attributes": {"type": "text"}}]),
+        {"type": 3, "timestamp": 4, "data": {"source": 5, "id": 4, "text": "Hunter2Secret", "isChecked": False}},
+        _mutation(5, attributes=[{"id": 4, "attributes": {"value": "Hunter2Secret"}}]),
+    ]
+    enforced = enforce(events, policy)
+    assert "Hunter2" not in json.dumps(enforced)
+    # A plain text input under the same policy is not masked (the policy allows it).
+    plain = _input_page({"type": "text", "name": "q"}) + [
+        {"type": 3, "timestamp": 4, "data": {"source": 5, "id": 4, "text": "shoes", "isChecked": False}}]
+    assert enforce(plain, policy)[-1]["data"]["text"] == "shoes"
+
+
+def test_url_parameters_are_stripped_in_meta_links_and_custom_events() -> None:
+    events = [
+        {"type": 4, "timestamp": 1, "data": {"href": "https://app.test/cb#access_token=abcDEF123&state=x",
+                                              "width": 1, "height": 1}},
+        {"type": 5, "timestamp": 2, "data": {"tag": "$pageview", "payload": {
+            "href": "https://app.test/r?token=zzTop99&page=2", "title": "mail jane@example.com"}}},
+        {"type": 6, "timestamp": 3, "data": {"plugin": "rrweb/console@1", "payload": {
+            "level": "log", "payload": ['"user jane@example.com logged in"']}}},
+    ]
+    assert set(audit_session(events).counts()) == {"sensitive_url_param", "email"}
+    enforced = enforce(events)
+    assert enforced[0]["data"]["href"] == "https://app.test/cb#access_token=********&state=x"
+    assert enforced[1]["data"]["payload"]["href"] == "https://app.test/r?token=********&page=2"
+    assert "jane@" not in json.dumps(enforced)
+    assert audit_session(enforced).verdict == "clean"
+
+
+def test_enforce_false_stores_events_as_received() -> None:
+    events = load("text_pii")["events"]
+    before = copy.deepcopy(events)
+    assert enforce(events, MaskingPolicy(enforce=False)) == before
+
+
+def test_deep_dom_does_not_hit_recursion_limits() -> None:
+    depth = 5000
+    leaf: dict[str, Any] = {"type": 3, "id": depth + 10, "textContent": "mail jane@example.com"}
+    node = leaf
+    for i in range(depth, 2, -1):
+        node = {"type": 2, "id": i, "tagName": "div", "attributes": {}, "childNodes": [node]}
+    root = {"type": 0, "id": 1, "childNodes": [node]}
+    events = [{"type": 2, "timestamp": 1, "data": {"node": root, "initialOffset": {"left": 0, "top": 0}}},
+              _mutation(2, texts=[{"id": depth + 10, "value": "call +44 20 7946 0958"}])]
+    policy = MaskingPolicy(mask_text_selectors=["section div"])
+    enforced = enforce(events, policy)
+    assert leaf["textContent"] == "mail ****************"
+    assert enforced[1]["data"]["texts"][0]["value"] == "call *** ** **** ****"
+
+
+def test_mirror_cache_bounds_windows_and_forgets_idle_ones() -> None:
+    cache = MirrorCache(max_windows=2, idle_seconds=60)
+    a = cache.get(("p", "s", "w1"))
+    assert cache.get(("p", "s", "w1")) is a
+    cache.get(("p", "s", "w2"))
+    cache.get(("p", "s", "w3"))
+    assert len(cache) == 2 and cache.get(("p", "s", "w1")) is not a
