@@ -29,7 +29,7 @@ HEADER = "X-CSRF-Token"
 FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 EXEMPT = web.AppKey("csrf_exempt", set)
-_NEW_NONCE = "csrf_new_nonce"
+_NEW_NONCE = web.RequestKey("csrf_new_nonce", str)
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 

@@ -11,6 +11,7 @@ from replay.errors import ReplayError, TooManyRequests
 from replay.web.keys import SERVICE
 
 log = logging.getLogger(__name__)
+ERROR_CODE = web.ResponseKey("error_code", str)  # for the rejection counter, without parsing the body back
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large",
@@ -19,7 +20,7 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 
 def error_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
     response = web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
-    response["error_code"] = code  # for the rejection counter, without parsing the body back
+    response[ERROR_CODE] = code
     return response
 
 
@@ -49,4 +50,4 @@ def _count_rejection(request: web.Request, response: web.Response) -> None:
     service = request.app.get(SERVICE)
     if service is not None:
         service.metrics.inc("replay_rejections_total", status=str(response.status),
-                            code=response.get("error_code", "unknown"))
+                            code=response.get(ERROR_CODE, "unknown"))

@@ -8,6 +8,7 @@ nothing else, until it expires.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -70,7 +71,8 @@ async def create_share(request: web.Request) -> web.Response:
     t_ms = _int_param(values, "t", None, 0, 10**12)
     if not await service.session_exists(project_id, session_id):
         raise NotFound(f"no session {session_id} in this project", code="no_such_session")
-    grant = ShareGrant(project_id, session_id, int(time.time()) + int(expires_in or 0), t_ms)
+    # Rounded up: a link is never valid for less than it says.
+    grant = ShareGrant(project_id, session_id, math.ceil(time.time() + (expires_in or 0)), t_ms)
     token = sign_share(service.share_secret, grant)
     path = f"/share/{token}"
     return web.json_response({"url": _public_base(request) + path, "path": path, "token": token,
