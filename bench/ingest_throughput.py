@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""Ingest throughput: raw MB and events per SERVER CPU second, against the C floor for the same bytes.
+
+    python bench/ingest_throughput.py [--seconds 20] [--concurrency 32] [--variants 24]
+
+1. Cuts real recordings (bench/corpus/*.json, else the test fixture) into ~2 s uploads; every
+   session is a copy shifted in time, so no two bodies are alike. Bodies are gzip'd JSON, as
+   capture.js and posthog-js send them, with the token in the query string.
+2. The C floor: the same bodies through gunzip (zlib) -> orjson.loads -> msgpack.packb(events) ->
+   zstd-3, in this process, timed in CPU seconds. No HTTP, no per-event Python work: what the
+   server would cost if it were only its C libraries. Measured with the garbage collector on (as a
+   plain process runs) and off (decoding allocates millions of containers; each gen-0 collection
+   walks the young ones). The stricter of the two (gc off) is the denominator.
+3. `replay serve` as a child process; a load generator in ANOTHER child process (aiohttp client,
+   ``--concurrency`` sessions in flight, each posting its batches back to back) for at most
+   ``--seconds``. The server's CPU time is read from /proc before and after, and again once the
+   spool has flushed, so the figure includes the batch objects' zstd, the catalog and the fsyncs.
+
+Ratio reported: server raw MB per CPU second / floor raw MB per CPU second. Target >= 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import msgpack
+import orjson
+import zstandard
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO, Server, cut_batches, load_recordings, machine, percentile, shifted  # noqa: E402
+
+DAY_MS = 24 * 3600 * 1000
+
+
+# -- bodies ----------------------------------------------------------------------------------------
+
+def build_sessions(recs: list, variants: int) -> list[list[tuple[bytes, int, int]]]:
+    """``variants`` copies of every recording as sessions: [(gzip body, raw bytes, events), ...] each."""
+    now = int(time.time() * 1000)
+    sessions = []
+    for v in range(variants):
+        for r, rec in enumerate(recs):
+            # Each copy starts at a different recent moment, as if recorded by another visitor.
+            delta = now - DAY_MS + (v * len(recs) + r) * 97_000 - rec.events[0]["timestamp"]
+            sid = f"bench-{v}-{r}-{rec.name}"
+            bodies = []
+            for i, (window, events) in enumerate(cut_batches(rec)):
+                raw = orjson.dumps({"session_id": sid, "window_id": window, "batch_id": f"{sid}-{i}",
+                                    "distinct_id": f"user{v}@example.com", "events": shifted(events, delta)})
+                bodies.append((zlib_gzip(raw), len(raw), len(events)))
+            sessions.append(bodies)
+    return sessions
+
+
+def zlib_gzip(data: bytes, level: int = 6) -> bytes:
+    c = zlib.compressobj(level, zlib.DEFLATED, 31)
+    return c.compress(data) + c.flush()
+
+
+# -- the floor -------------------------------------------------------------------------------------
+
+def c_floor(bodies: list[bytes], gc_on: bool, repeats: int = 3) -> float:
+    """CPU seconds (best of ``repeats``) to gunzip, parse, msgpack and zstd-3 every body."""
+    cctx = zstandard.ZstdCompressor(level=3)
+    best = float("inf")
+    for _ in range(repeats):
+        gc.collect()
+        if not gc_on:
+            gc.disable()
+        t0 = time.process_time()
+        for body in bodies:
+            obj = orjson.loads(zlib.decompress(body, 31))
+            cctx.compress(msgpack.packb(obj["events"], use_bin_type=True))
+            del obj
+        best = min(best, time.process_time() - t0)
+        gc.enable()
+    return best
+
+
+# -- the load generator (runs in its own process) --------------------------------------------------
+
+async def generate(bodies_file: Path, url: str, token: str, seconds: float, concurrency: int) -> dict:
+    import aiohttp
+
+    sessions = msgpack.unpackb(bodies_file.read_bytes())
+    queue: asyncio.Queue = asyncio.Queue()
+    for s in sessions:
+        queue.put_nowait(s)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    sent = {"raw": 0, "events": 0, "wire": 0}
+    print("READY", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # wait for GO
+    deadline = time.monotonic() + seconds
+    target = f"{url}/v1/recordings?token={token}"
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+
+    async def session_worker(http: aiohttp.ClientSession) -> None:
+        while time.monotonic() < deadline and not queue.empty():
+            for body, raw, events in queue.get_nowait():
+                if time.monotonic() >= deadline:
+                    return
+                t0 = time.perf_counter()
+                async with http.post(target, data=body, headers=headers) as resp:
+                    await resp.read()
+                latencies.append(time.perf_counter() - t0)
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                if resp.status == 200:
+                    sent["raw"] += raw
+                    sent["events"] += events
+                    sent["wire"] += len(body)
+
+    started = time.monotonic()
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
+        await asyncio.gather(*(session_worker(http) for _ in range(concurrency)))
+    return {"wall": time.monotonic() - started, "latencies": latencies, "statuses": statuses, **sent}
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+def run_once(bodies_file: Path, bodies: list[bytes], raw_total: int, args: argparse.Namespace, tmp: Path) -> dict:
+    """One floor measurement and, right after it, one server under load (paired: the machine is shared)."""
+    floor_gc = c_floor(bodies, gc_on=True)
+    floor_nogc = c_floor(bodies, gc_on=False)
+    server = Server(tmp, ("--flush-interval", str(args.flush_interval), "--rate-limit", "0"))
+    with server:
+        load = subprocess.Popen([sys.executable, __file__, "--generate", str(bodies_file), server.url,
+                                 server.token, str(args.seconds), str(args.concurrency)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        assert load.stdout.readline().strip() == "READY"
+        profiler = None
+        if args.py_spy:
+            profiler = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-o", args.py_spy,
+                                         "--format", "raw", "-r", "200", "--nonblocking"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)  # let py-spy attach before the load starts
+        cpu0 = server.cpu()
+        load.stdin.write("GO\n")
+        load.stdin.flush()
+        result = json.loads(load.stdout.readline())
+        load.wait()
+        cpu1 = server.cpu()
+        if profiler:
+            profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
+            profiler.wait(60)
+        # The tail of the load may still be in the spool: wait for the flush that stores it.
+        deadline = time.monotonic() + args.flush_interval + 60
+        while server.spooled_bytes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)
+        cpu2 = server.cpu()
+    lat = result.pop("latencies")
+    return {
+        "floor_gc_on": raw_total / 1e6 / floor_gc,
+        "floor_gc_off": raw_total / 1e6 / floor_nogc,
+        "mb": result["raw"] / 1e6, "events": result["events"], "requests": len(lat),
+        "statuses": result["statuses"], "wire_mb": result["wire"] / 1e6, "wall": result["wall"],
+        "cpu_ingest": cpu1 - cpu0, "cpu_total": cpu2 - cpu0,
+        "p50_ms": percentile(lat, 50) * 1000, "p99_ms": percentile(lat, 99) * 1000,
+    }
+
+
+def report(r: dict, args: argparse.Namespace) -> str:
+    ingest = r["mb"] / r["cpu_ingest"]
+    total = r["mb"] / r["cpu_total"]
+    r["ratio"] = total / r["floor_gc_off"]
+    return "\n".join([
+        f"load: {r['requests']} requests {r['statuses']}, {r['mb']:.1f} MB raw JSON "
+        f"({r['wire_mb']:.1f} MB gzip'd), {r['events']} events in {r['wall']:.1f} s wall",
+        f"  C floor (gunzip+orjson+msgpack+zstd-3): {r['floor_gc_off']:.1f} MB/CPU-s with gc off, "
+        f"{r['floor_gc_on']:.1f} with gc on",
+        f"  server, requests only: {ingest:.1f} MB/CPU-s, {r['events'] / r['cpu_ingest']:.0f} events/CPU-s "
+        f"({r['cpu_ingest']:.2f} CPU-s)",
+        f"  server, incl. flush:   {total:.1f} MB/CPU-s, {r['events'] / r['cpu_total']:.0f} events/CPU-s "
+        f"({r['cpu_total']:.2f} CPU-s)",
+        f"  latency: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms (closed loop, {args.concurrency} in flight)",
+        f"  ratio server (incl. flush) / C floor (gc off): {r['ratio']:.2f}   "
+        f"(vs the gc-on floor: {total / r['floor_gc_on']:.2f})",
+    ])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--generate":
+        _, _, path, url, token, seconds, concurrency = sys.argv
+        result = asyncio.run(generate(Path(path), url, token, float(seconds), int(concurrency)))
+        print(json.dumps(result), flush=True)
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=20, help="load duration cap (default 20)")
+    p.add_argument("--concurrency", type=int, default=32, help="sessions posting at once (default 32)")
+    p.add_argument("--variants", type=int, default=24, help="time-shifted copies of each recording (default 24)")
+    p.add_argument("--flush-interval", type=float, default=10)
+    p.add_argument("--py-spy", metavar="FILE", help="profile the server under load (py-spy collapsed stacks, see bench/top_frames.py)")
+    p.add_argument("--repeat", type=int, default=3, help="paired floor+server runs; the median ratio counts")
+    args = p.parse_args()
+    recs = load_recordings()
+    sessions = build_sessions(recs, args.variants)
+    bodies = [b for s in sessions for b, _, _ in s]
+    raw_total = sum(r for s in sessions for _, r, _ in s)
+    privacy = "privacy" in (REPO / "replay" / "service.py").read_text()
+    print(f"machine: {machine()}; orjson {orjson.__version__}")
+    print(f"bodies: {len(bodies)} uploads of {len(sessions)} sessions ({args.variants} time-shifted copies of "
+          f"{', '.join(r.name for r in recs)}), {raw_total / 1e6:.1f} MB raw JSON; concurrency {args.concurrency}; "
+          f"privacy enforcement in Service.accept: {'yes' if privacy else 'no'}")
+    ratios = []
+    with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
+        bodies_file = Path(tmp) / "bodies.msgpack"
+        bodies_file.write_bytes(msgpack.packb(sessions))
+        del sessions
+        for i in range(args.repeat):
+            r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"data{i}")
+            print(f"run {i + 1}/{args.repeat}: " + report(r, args), flush=True)
+            ratios.append(r["ratio"])
+    ratios.sort()
+    print(f"RATIO ingest / C floor: median {ratios[len(ratios) // 2]:.2f} of {len(ratios)} runs "
+          f"({', '.join(f'{x:.2f}' for x in ratios)})   target >= 0.50")
+
+
+if __name__ == "__main__":
+    main()
