@@ -20,6 +20,7 @@ from replay.ingest.rate_limit import RateLimiter
 from replay.metrics import Metrics
 from replay.pending import with_pending
 from replay.playback import session_items
+from replay.privacy.gate import PolicyGate
 from replay.server_secret import load_or_create_secret
 from replay.spool import Spool, SpooledBatch
 from replay.storage import BlobStore, open_store
@@ -45,6 +46,7 @@ class Service:
                            lambda: self.spool.buffered_bytes)
         self.metrics.gauge("replay_spool_sealed_segments", "sealed spool segments waiting for the store",
                            lambda: len(self.spool.sealed()))
+        self.privacy = PolicyGate()
         self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.share_secret = b""  # loaded by start(): signs share links and CSRF tokens
         self._flush_lock = asyncio.Lock()
@@ -109,6 +111,8 @@ class Service:
                     await self.catalog.has_batch(project.id, batch.session_id, batch.batch_id):
                 self.metrics.inc("replay_duplicate_batches_total")
                 continue
+            # The policy applies before anything reaches disk (DESIGN: invariants).
+            await self.privacy.enforce(project, batch)
             try:
                 items = codec.pack_items(batch.window_id, batch.events)
             except (ValueError, OverflowError, TypeError) as exc:

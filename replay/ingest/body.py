@@ -272,6 +272,8 @@ def parse_json(data: bytes | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         message = str(exc)
+        if "depth" in message or "recursion" in message.lower():
+            raise BadRequest(f"invalid JSON: nested more than {MAX_JSON_DEPTH} levels deep", code="invalid_json") from None
         if "surrogate" not in message or "UTF-8" in message:
             raise BadRequest(f"invalid JSON: {message}", code="invalid_json") from None
     # orjson refuses escaped lone surrogates; the stdlib parser accepts them and is depth-safe.

@@ -27,7 +27,9 @@ RRWEB_INPUT_OPTIONS = frozenset(INPUT_TYPES[:14] + ("textarea", "select"))
 
 DEFAULT_MASK_ATTRIBUTES: tuple[str, ...] = (
     "placeholder", "title", "alt", "aria-label", "aria-description", "aria-valuetext", "aria-placeholder",
-    "data-*",
+    # data-* is not masked wholesale by default: sites and UI kits keep layout state there, and
+    # replays would stop matching the CSS; PII detectors still scan every data-* value. Add
+    # "data-*" to a project's mask_attributes to mask them all.
     "input[type=hidden]@value", "input[type=radio]@value", "input[type=checkbox]@value",
 )
 # data-* attributes UI libraries style on (Radix, Popper, Headless UI): masking them would break

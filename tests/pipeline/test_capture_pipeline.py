@@ -88,8 +88,7 @@ def test_three_concurrent_sessions_in_one_flush_make_one_object(server, project)
 
     def upload(n):
         barrier.wait()
-        codes.append(post_batch(server.url, project.token, f"sess-{n}", FIXTURE[n * 10:(n + 1) * 10 + 50],
-                                batch_id="b").status_code)
+        codes.append(post_batch(server.url, project.token, f"sess-{n}", FIXTURE, batch_id="b").status_code)
 
     threads = [threading.Thread(target=upload, args=(n,)) for n in range(3)]
     [t.start() for t in threads]
@@ -98,7 +97,7 @@ def test_three_concurrent_sessions_in_one_flush_make_one_object(server, project)
     assert server.flush() == 1
     assert len(objects(server)) == 1
     for n in range(3):
-        assert fetch_events(server.url, project, f"sess-{n}") == by_time(FIXTURE[n * 10:(n + 1) * 10 + 50])
+        assert fetch_events(server.url, project, f"sess-{n}") == by_time(FIXTURE)
 
 
 def test_flush_timer_writes_without_being_asked(make_server):
@@ -131,6 +130,9 @@ def test_unflushed_events_are_readable_from_the_spool(server, project):
 
 
 def test_windows_merge_by_timestamp(server, project):
+    # Each half starts mid-document; with masking on, nodes of unknown ancestry are masked. This
+    # test is about merging, so the project stores events as received.
+    server.call(server.service.catalog.set_policy(project.id, {"enforce": False}))
     a, b = FIXTURE[:100:2], FIXTURE[1:100:2]
     post_batch(server.url, project.token, "multi", a, batch_id="a", window_id="tab-a")
     server.flush()

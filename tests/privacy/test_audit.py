@@ -26,7 +26,7 @@ EXPECTED: dict[str, set[str]] = {
     "password_length": {"password_length"},
     "password_unmasked_config": {"unmasked_input"},
     "text_pii": {"email", "phone", "iban", "ssn", "token"},
-    "data_attrs": {"email", "token", "unmasked_attribute"},
+    "data_attrs": {"email", "token"},  # data-* is scanned for PII, not masked wholesale by default
     "url_query": {"email", "sensitive_url_param"},
 }
 

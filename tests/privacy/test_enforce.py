@@ -15,6 +15,9 @@ from replay.privacy.enforce import mirror_attributes
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "privacy"
 NAMES = sorted(p.stem for p in FIXTURES.glob("*.json"))
 POLICY = MaskingPolicy()
+# data-* values are scanned for PII by default but not masked wholesale (replay fidelity); this
+# fixture also holds a plain name in a data-* attribute, which only the opt-in rule can catch.
+POLICIES = {"data_attrs": MaskingPolicy(mask_attributes=POLICY.mask_attributes + ("data-*",))}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -61,13 +64,21 @@ def shape(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 def test_enforcement_removes_every_secret_and_keeps_the_replay_structure(name: str) -> None:
     fixture = load(name)
     original = fixture["events"]
-    enforced = enforce(copy.deepcopy(original))
+    enforced = enforce(copy.deepcopy(original), POLICIES.get(name, POLICY))
     serialized = json.dumps(enforced)
     for secret in fixture["secrets"]:
         assert secret not in serialized
     audit = audit_session(enforced)
     assert audit.verdict == "clean", render_text(audit)
     assert shape(enforced) == shape(original)
+
+
+def test_default_policy_masks_pii_in_data_attributes_and_keeps_the_rest() -> None:
+    fixture = load("data_attrs")
+    serialized = json.dumps(enforce(copy.deepcopy(fixture["events"])))
+    assert "jane.datasecret@example.com" not in serialized
+    assert "ghp_16C7e42F292c6912E7710c838347Ae178B4a" not in serialized
+    assert "Jane Datasecret" in serialized  # not PII to any detector: kept unless data-* is opted in
 
 
 def test_enforcement_works_in_place_and_touches_only_what_leaks() -> None:

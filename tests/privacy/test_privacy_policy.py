@@ -58,11 +58,12 @@ def test_client_settings_for_remote_config() -> None:
 
 
 def test_attribute_name_rules_honour_keep_list() -> None:
-    policy = MaskingPolicy()
+    policy = MaskingPolicy(mask_attributes=MaskingPolicy().mask_attributes + ("data-*",))
     assert policy.attribute_name_masked("data-user-email")
     assert policy.attribute_name_masked("placeholder")
     assert not policy.attribute_name_masked("data-state")
     assert not policy.attribute_name_masked("href")
+    assert not MaskingPolicy().attribute_name_masked("data-user-email")  # opt-in: PII detectors scan it
 
 
 def _tree() -> SessionMirror:
