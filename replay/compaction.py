@@ -238,6 +238,7 @@ class Compactor:
         if len(keys) == 1 and is_session_object(keys[0]):
             result.outcome = "already"
             return result
+        log.debug("compacting %s/%s: %d blocks in %d objects", project_id, session_id, len(rows), len(keys))
         retention = retention_of(keys, self.default_retention)
         await self.delete_orphans([session_prefix(retention, project_id, session_id)])
 
