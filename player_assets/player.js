@@ -12,7 +12,7 @@
  * allow-scripts (never pass UNSAFE_replayCanvas, which adds it), the page's CSP has no inline
  * script, and every recorded string shown here goes through textContent, never innerHTML.
  *
- * For tests: window.__replay = {eventsLoaded, eventsAtFirstFrame, done, liveEventsAdded, polls, error}.
+ * For tests: window.__replay = {eventsLoaded, eventsAtFirstFrame, done, liveEventsAdded, polls, totalTime, error}.
  */
 (function () {
   'use strict';
@@ -31,6 +31,8 @@
     eventsLoaded: 0, eventsAtFirstFrame: null, done: false, liveEventsAdded: 0, polls: 0, error: null,
     playerCreated: false, startedAt: null,
   };
+  // rrweb adds events in a microtask, so the player's length is read when asked, not when fed.
+  Object.defineProperty(state, 'totalTime', {enumerable: true, get: () => (player ? player.getMetaData().totalTime : 0)});
   const el = (id) => document.getElementById(id);
   const status = el('load-status');
 
@@ -252,6 +254,9 @@
     });
   }
 
+  // rrweb's addEvent takes effect in a microtask: seeking right after it would miss those events.
+  const afterAdded = (fn) => { Promise.resolve().then(fn); };
+
   function feed(list) {
     // Hand events to the running player; the meta (total time) is refreshed once per call.
     for (let i = 0; i < list.length - 1; i++) replayer.addEvent(list[i]);
@@ -291,7 +296,7 @@
       let first = Infinity;
       for (const e of list) if (e.timestamp < first) first = e.timestamp;
       finishedAt = null;
-      player.goto(Math.max(stoppedAt, first - baseline - 500), true);
+      afterAdded(() => player.goto(Math.max(stoppedAt, first - baseline - 500), true));
     }
   }
 
@@ -331,7 +336,8 @@
     if (config.startAt == null || state.startedAt != null || !player) return;
     if (!state.done && maxTs - baseline < config.startAt) return; // not loaded that far yet
     state.startedAt = config.startAt;
-    player.goto(config.startAt, false);
+    // rrweb applies the events *before* an offset; the moment t includes what happened at t.
+    afterAdded(() => player.goto(config.startAt + 1, false));
   }
 
   // -- loading -----------------------------------------------------------------------------------
