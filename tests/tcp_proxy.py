@@ -3,7 +3,8 @@
 Runs on its own event loop thread on 127.0.0.1. Modes:
   pass            forward both ways
   down            nothing listens on the port (connection refused); open connections are reset
-  cut_upload(n)   forward at most n bytes client->upstream per connection, then reset both sides
+  cut_upload(n)   forward n more bytes client->upstream (counted from the switch, over all
+                  connections), then reset every connection that sends more
   hold_responses  forward client->upstream, but never send the upstream's answer back
 """
 
@@ -19,6 +20,7 @@ class TcpProxy:
         self.upstream = (upstream_host, upstream_port)
         self.mode = "pass"
         self.cut_after = 0
+        self._remaining = 0
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
@@ -50,6 +52,7 @@ class TcpProxy:
 
     def set_mode(self, mode: str, cut_after: int = 0) -> None:
         self.mode, self.cut_after = mode, cut_after
+        self._remaining = cut_after
         self._call(self._unlisten() if mode == "down" else self._listen())
 
     def stop(self) -> None:
@@ -64,18 +67,16 @@ class TcpProxy:
             _reset(writer)
             return
         self._conns.update((writer, up_writer))
-        uploaded = 0
 
         async def upstream() -> None:
-            nonlocal uploaded
             while data := await reader.read(65536):
                 if self.mode == "cut_upload":
-                    room = self.cut_after - uploaded
+                    room = self._remaining
+                    self._remaining = max(0, room - len(data))
                     if room <= len(data):
-                        up_writer.write(data[:max(0, room)])
+                        up_writer.write(data[:room])
                         await up_writer.drain()
                         raise ConnectionResetError("proxy cut the upload")
-                uploaded += len(data)
                 up_writer.write(data)
                 await up_writer.drain()
 
