@@ -130,7 +130,7 @@
 
   const timeline = el('timeline'), consoleList = el('console');
   const entries = []; // {t, li} in time order, for highlighting the current one
-  let timelineCount = 0, consoleCount = 0, lastInput = null, currentEntry = null;
+  let timelineCount = 0, consoleCount = 0, lastInput = null, currentEntry = null, pageEntry = null;
 
   function clock(ms) {
     const s = Math.max(0, Math.floor(ms / 1000));
@@ -173,6 +173,9 @@
       added = ['page', 'Page view', typeof d.href === 'string' ? d.href : ''];
     } else if (e.type === FULL_SNAPSHOT) {
       indexNodes(d.node);
+      // A page view's entry seeks to its snapshot (just after the Meta), so the page is on screen.
+      if (pageEntry) pageEntry.querySelector('button').dataset.t = String(t);
+      pageEntry = null;
     } else if (e.type === INCREMENTAL) {
       if (d.source === SRC_MUTATION && Array.isArray(d.adds)) {
         for (const a of d.adds) indexNodes(a && a.node);
@@ -194,11 +197,15 @@
       if (consoleCount++ < MAX_ENTRIES) entry(consoleList, t, 'console-' + level.replace(/[^a-z]/g, ''), level, text);
       if (level === 'error') added = ['error', 'Console error', text];
     }
-    if (added && timelineCount++ < MAX_ENTRIES) entries.push({t, li: entry(timeline, t, added[0], added[1], added[2])});
+    if (added && timelineCount++ < MAX_ENTRIES) {
+      const li = entry(timeline, t, added[0], added[1], added[2]);
+      entries.push({t, li});
+      if (e.type === META) pageEntry = li;
+    }
   }
   function seekTo(ev) {
     const b = ev.target.closest('button[data-t]');
-    if (b && player) player.goto(Number(b.dataset.t));
+    if (b && player) player.goto(Number(b.dataset.t) + 1); // +1: rrweb applies events before the offset
   }
   timeline.addEventListener('click', seekTo);
   consoleList.addEventListener('click', seekTo);
