@@ -64,6 +64,7 @@ def test_every_read_and_delete_endpoint_refuses_a_wrong_credential(world, creden
         headers = auth(revoked_key(server, a))
     elif credential == "garbage":
         headers = auth("rpk_" + "x" * 43)
+    before = fetch_events(server.url, a, "a1")
     for method, path in endpoints(a.id, "a1"):
         r = requests.request(method, server.url + path, headers=headers, params=params, timeout=10)
         expected = {403} if credential == "other_project_key" else {401}
@@ -72,7 +73,7 @@ def test_every_read_and_delete_endpoint_refuses_a_wrong_credential(world, creden
         assert r.status_code in expected, (method, path, r.status_code, r.text)
         assert r.json()["error"] and "Access-Control-Allow-Origin" not in r.headers
     # Nothing was erased or changed by the refused requests.
-    assert fetch_events(server.url, a, "a1") == sorted(FIXTURE[:100], key=lambda e: e["timestamp"])
+    assert fetch_events(server.url, a, "a1") == before and len(before) == 100
 
 
 def test_the_right_key_reads_and_an_ingest_token_only_writes(world):
@@ -195,6 +196,7 @@ def test_erasure_removes_a_session_for_good_and_leaves_its_neighbours(world):
     server, a, _b = world
     url = f"{server.url}/api/projects/{a.id}/sessions/a1"
     link = mint(server, a, "a1", expires_in=600)
+    neighbour = fetch_events(server.url, a, "a2")
     r = requests.delete(url, headers=auth(a.api_key))
     assert r.status_code == 200 and r.json()["status"] == "erased"
     assert requests.get(url, headers=auth(a.api_key)).status_code == 404
@@ -203,7 +205,7 @@ def test_erasure_removes_a_session_for_good_and_leaves_its_neighbours(world):
     assert requests.delete(url, headers=auth(a.api_key)).status_code == 404
     listed = requests.get(f"{server.url}/api/projects/{a.id}/sessions", headers=auth(a.api_key)).json()["sessions"]
     assert [s["session_id"] for s in listed] == ["a2"]
-    assert fetch_events(server.url, a, "a2") == sorted(FIXTURE[100:200], key=lambda e: e["timestamp"])
+    assert fetch_events(server.url, a, "a2") == neighbour and len(neighbour) == 100
     # A browser still recording it (or a retry) is acknowledged but never kept.
     assert post_batch(server.url, a.token, "a1", FIXTURE[200:210], batch_id="late").status_code == 200
     assert requests.get(url + "/events", headers=auth(a.api_key)).status_code == 404
