@@ -11,9 +11,10 @@ Crash safety comes from the order of the steps; a crash between any two leaves a
 
 1. put the session object. A crash after it leaves an *orphan* no catalog row points at. Its
    footer names the blocks it replaces and it holds all their events, so ``replay reindex`` may
-   prefer it; the live catalog ignores it, and a later pass deletes orphans older than
-   ``orphan_grace``. A compactor never swaps in an object older than half that, so an orphan
-   sweep cannot delete an object another compactor is about to use.
+   prefer it (or, once the session is compacted again, the newer object holding all it holds);
+   the live catalog ignores it, and an orphan sweep (hourly in the service, every run of
+   ``replay compact``) deletes orphans older than ``orphan_grace``. A compactor never swaps in
+   an object older than half that, so a sweep cannot delete an object about to be used.
 2. swap the session's block rows for the object's in one catalog transaction, only if the
    session's blocks are still those read at the start (blocks that arrived meanwhile leave the
    old rows in place; the new object is deleted and the session waits for the next pass).
@@ -26,9 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import secrets
+import threading
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -44,12 +48,15 @@ from replay.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
-# Chosen by measurement (bench/compaction_levels.py, figures in README): level 19 costs ~2x the CPU
-# of level 9 and stores ~10% less; compaction runs once per session, off the ingest path.
+# Chosen by measurement (bench/compaction_levels.py; figures in README). On the recorded corpus,
+# level 19 stores 0.35x of gzip-6 against 0.38x at 16 and 0.44x at 9, for ~2.5x and ~40x the CPU
+# (~1.6 MB/s of msgpack per core): paid once per session, off the ingest path, at low priority,
+# while the bytes are kept for the whole retention period.
 SESSION_LEVEL = 19
-# Frames of ~8 MiB of msgpack: past that, bigger frames gained under 1% on the corpus, while the
-# reader holds one decoded frame (and a few prefetched) per playback.
-FRAME_BYTES = 8 * 1024 * 1024
+# Frames of ~4 MiB of msgpack: 7% larger than one frame for the whole session (0.377x vs 0.352x),
+# but the reader decodes a whole frame before the first event (~0.1-0.3 s for 4 MiB here) and keeps
+# a few prefetched ones (a decoded frame is ~6x its msgpack size: 25 MiB for 4 MiB).
+FRAME_BYTES = 4 * 1024 * 1024
 MAX_WINDOW_LOG = 27  # the largest window zstd decoders accept without being told to
 ORPHAN_GRACE = 3600.0  # seconds an unreferenced session object may be a compaction in progress
 _RETENTION = re.compile(r"^(\d+)d/")
@@ -84,6 +91,14 @@ def retention_of(keys: list[str], default: int) -> int:
     """The shortest retention among the objects a session lives in: compaction never extends it."""
     found = [int(m.group(1)) for m in map(_RETENTION.match, keys) if m]
     return min(found) if found else default
+
+
+def _lower_priority() -> None:
+    """Make this worker thread yield the CPU to ingest (Linux applies niceness per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
 
 
 def compress_frame(raw: bytes, level: int) -> bytes:
@@ -133,11 +148,14 @@ def _seal(frame: _Frame, level: int, project_id: str, session_id: str,
 
 async def build_session_object(store: BlobStore, rows: list[BlockRow], summary: SessionSummary | None, *,
                                project_id: str, session_id: str, node: str, created_ms: int,
-                               level: int = SESSION_LEVEL, frame_bytes: int = FRAME_BYTES) -> tuple[bytes, codec.Footer]:
+                               level: int = SESSION_LEVEL, frame_bytes: int = FRAME_BYTES,
+                               executor: Executor | None = None) -> tuple[bytes, codec.Footer]:
     """The session object replacing ``rows``: what the reader plays from them, re-framed and recompressed.
 
     Streams: only the frame being filled and the source blocks that overlap it are in memory.
+    Frames are compressed on ``executor`` (zstd releases the GIL, so the loop keeps serving).
     """
+    loop = asyncio.get_running_loop()
     blocks: list[tuple[codec.BlockEntry, bytes]] = []
     frame = _Frame()
     n = 0
@@ -145,12 +163,12 @@ async def build_session_object(store: BlobStore, rows: list[BlockRow], summary: 
         frame.add(batch_id, item)
         n += 1
         if frame.size >= frame_bytes:
-            blocks.append(await asyncio.to_thread(_seal, frame, level, project_id, session_id, summary))
+            blocks.append(await loop.run_in_executor(executor, _seal, frame, level, project_id, session_id, summary))
             frame = _Frame()
         elif n % 2000 == 0:
             await asyncio.sleep(0)  # a long run of small events must not hold the loop
     if frame.parts:
-        blocks.append(await asyncio.to_thread(_seal, frame, level, project_id, session_id, summary))
+        blocks.append(await loop.run_in_executor(executor, _seal, frame, level, project_id, session_id, summary))
     return codec.assemble_object(blocks, kind="session", node=node, created_ms=created_ms,
                                  replaces=[[r.object_key, r.offset] for r in rows])
 
@@ -195,6 +213,11 @@ class Compactor:
         self.orphan_grace = orphan_grace
         self.default_retention = default_retention
         self.metrics = metrics
+        # One worker: compaction uses at most one core, at low priority, whatever the backlog.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compact", initializer=_lower_priority)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _inc(self, name: str, by: float = 1) -> None:
         if self.metrics is not None:
@@ -240,15 +263,13 @@ class Compactor:
             return result
         log.debug("compacting %s/%s: %d blocks in %d objects", project_id, session_id, len(rows), len(keys))
         retention = retention_of(keys, self.default_retention)
-        await self.delete_orphans([session_prefix(retention, project_id, session_id)])
-
         started = time.monotonic()
         created_ms = int(time.time() * 1000)
         key = session_object_key(retention, project_id, session_id, created_ms, self.node, secrets.token_hex(4))
         summary = await self.catalog.session(project_id, session_id)
         payload, footer = await build_session_object(
             self.store, rows, summary, project_id=project_id, session_id=session_id, node=self.node,
-            created_ms=created_ms, level=self.level, frame_bytes=self.frame_bytes)
+            created_ms=created_ms, level=self.level, frame_bytes=self.frame_bytes, executor=self._executor)
         await self.store.put(key, payload)
         result.key = key
         result.blocks_after = len(footer.blocks)

@@ -78,6 +78,7 @@ class Service:
             self._compacting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._compacting
+        self.compactor.close()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
