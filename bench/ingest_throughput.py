@@ -127,12 +127,28 @@ async def generate(bodies_file: Path, url: str, token: str, seconds: float, conc
     return {"wall": time.monotonic() - started, "latencies": latencies, "statuses": statuses, **sent}
 
 
+async def create_project(data: Path, policy: dict) -> None:
+    """The project `replay serve` will find first, with ``policy`` (no API sets policies yet)."""
+    from replay.config import settings_from
+    from replay.service import Service
+
+    service = Service(settings_from(data=str(data)))
+    await service.start(background=False)
+    try:
+        project, _key = await service.ensure_default_project()
+        await service.catalog.set_policy(project.id, policy)
+    finally:
+        await service.stop()
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 def run_once(bodies_file: Path, bodies: list[bytes], raw_total: int, args: argparse.Namespace, tmp: Path) -> dict:
     """One floor measurement and, right after it, one server under load (paired: the machine is shared)."""
     floor_gc = c_floor(bodies, gc_on=True)
     floor_nogc = c_floor(bodies, gc_on=False)
+    if args.privacy == "off":
+        asyncio.run(create_project(tmp, {"enforce": False}))
     server = Server(tmp, ("--flush-interval", str(args.flush_interval), "--rate-limit", "0"))
     with server:
         load = subprocess.Popen([sys.executable, __file__, "--generate", str(bodies_file), server.url,
@@ -202,17 +218,19 @@ def main() -> None:
     p.add_argument("--variants", type=int, default=24, help="time-shifted copies of each recording (default 24)")
     p.add_argument("--flush-interval", type=float, default=10)
     p.add_argument("--py-spy", metavar="FILE", help="profile the server under load (py-spy collapsed stacks, see bench/top_frames.py)")
+    p.add_argument("--privacy", choices=("on", "off"), default="on",
+                   help="off: the project's policy is {enforce: false}, to see what masking costs")
     p.add_argument("--repeat", type=int, default=3, help="paired floor+server runs; the median ratio counts")
     args = p.parse_args()
     recs = load_recordings()
     sessions = build_sessions(recs, args.variants)
     bodies = [b for s in sessions for b, _, _ in s]
     raw_total = sum(r for s in sessions for _, r, _ in s)
-    privacy = "privacy" in (REPO / "replay" / "service.py").read_text()
+    privacy = "privacy" in (REPO / "replay" / "service.py").read_text() and args.privacy == "on"
     print(f"machine: {machine()}; orjson {orjson.__version__}")
     print(f"bodies: {len(bodies)} uploads of {len(sessions)} sessions ({args.variants} time-shifted copies of "
           f"{', '.join(r.name for r in recs)}), {raw_total / 1e6:.1f} MB raw JSON; concurrency {args.concurrency}; "
-          f"privacy enforcement in Service.accept: {'yes' if privacy else 'no'}")
+          f"privacy enforcement: {'on (default policy)' if privacy else 'off'}")
     ratios = []
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
         bodies_file = Path(tmp) / "bodies.msgpack"
