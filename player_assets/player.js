@@ -205,7 +205,7 @@
   }
   function seekTo(ev) {
     const b = ev.target.closest('button[data-t]');
-    if (b && player) player.goto(Number(b.dataset.t) + 1); // +1: rrweb applies events before the offset
+    if (b && player) player.goto(Number(b.dataset.t) + 1); // +1: rrweb applies the events *before* an offset
   }
   timeline.addEventListener('click', seekTo);
   consoleList.addEventListener('click', seekTo);
@@ -343,8 +343,9 @@
     if (config.startAt == null || state.startedAt != null || !player) return;
     if (!state.done && maxTs - baseline < config.startAt) return; // not loaded that far yet
     state.startedAt = config.startAt;
-    // rrweb applies the events *before* an offset; the moment t includes what happened at t.
-    afterAdded(() => player.goto(config.startAt + 1, false));
+    // Exactly t, as the copied link was: rrweb shows the events before t (one at t is a new page's
+    // Meta when t was taken there, and showing it without its snapshot would show nothing).
+    afterAdded(() => player.goto(config.startAt, false));
   }
 
   // -- loading -----------------------------------------------------------------------------------
@@ -394,6 +395,14 @@
       status.textContent = events.length + ' events';
     }
     pruneRecent();
+    for (const [list, count] of [[timeline, timelineCount], [consoleList, consoleCount]]) {
+      if (count > MAX_ENTRIES) {
+        const li = document.createElement('li');
+        li.className = 'entry more';
+        li.textContent = '… and ' + (count - MAX_ENTRIES) + ' more, not listed';
+        list.append(li);
+      }
+    }
     if (config.live) schedulePoll(POLL_MS);
   }
 

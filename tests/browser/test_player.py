@@ -166,7 +166,7 @@ def test_an_hour_long_session_starts_playing_before_it_has_loaded(browser, repla
         assert state["totalTime"] == last - start
         assert page.evaluate(IFRAME_TEXT).strip() != ""  # the snapshot is rendered
         # Opening the very end shows the last mutation: every block made it into the player.
-        page.goto(f"{replay.url}/projects/{project.id}/sessions/hour?t={last - start}")
+        page.goto(f"{replay.url}/projects/{project.id}/sessions/hour?t={last - start + 1}")
         page.wait_for_function("() => window.__replay && window.__replay.startedAt !== null", timeout=60_000)
         page.wait_for_function(f"() => ({IFRAME_TEXT})().includes('the end')", timeout=10_000)
         assert page.errors == []
