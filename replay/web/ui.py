@@ -112,10 +112,11 @@ def _ui_page(handler):
 
 # -- sign-in -------------------------------------------------------------------------------------
 
-def _signin_page(request: web.Request, *, error: str | None = None, status: int = 200) -> web.Response:
+def _signin_page(request: web.Request, next_path: str | None, *, error: str | None = None,
+                 status: int = 200) -> web.Response:
     token = new_signin_csrf()
     response = render("signin.html", status=status, error=error, csrf=token, csrf_field=CSRF_FIELD,
-                      next=safe_next(request.query.get("next")) or "", viewer=None)
+                      next=safe_next(next_path) or "", viewer=None)
     response.set_cookie(SIGNIN_CSRF_COOKIE, token, max_age=3600, **cookie_options(request))
     return response
 
@@ -124,7 +125,7 @@ async def signin_form(request: web.Request) -> web.StreamResponse:
     found = await signed_in(request)
     if found is not None:
         return see_other(safe_next(request.query.get("next")) or f"/projects/{found.project.id}/sessions")
-    return _signin_page(request)
+    return _signin_page(request, request.query.get("next"))
 
 
 async def _form(request: web.Request) -> dict[str, str]:
@@ -141,7 +142,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     key = await service.catalog.live_key(form.get("api_key", "").strip()) if form.get("api_key", "").strip() else None
     if key is None:
-        return _signin_page(request, error="Unknown or revoked API key.", status=401)
+        return _signin_page(request, form.get("next"), error="Unknown or revoked API key.", status=401)
     session = new_session(key.project_id, key.id)
     response = see_other(safe_next(form.get("next")) or f"/projects/{key.project_id}/sessions")
     response.set_cookie(SESSION_COOKIE, sign_session(service.share_secret, session), max_age=SESSION_SECONDS,

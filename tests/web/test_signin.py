@@ -135,6 +135,11 @@ def test_sign_in_goes_back_only_to_local_paths(world):
         token = form_token(s.get(f"{server.url}/signin", params={"next": next_path}).text)
         r = post_form(s, server.url, "/signin", {"csrf_token": token, "api_key": a.api_key, "next": next_path})
         assert r.status_code == 303 and r.headers["Location"] == expected, next_path
+    # A wrong key keeps the way back on the form it shows again.
+    s = requests.Session()
+    token = form_token(s.get(f"{server.url}/signin").text)
+    r = post_form(s, server.url, "/signin", {"csrf_token": token, "api_key": "wrong", "next": f"/projects/{a.id}/sessions/a1"})
+    assert r.status_code == 401 and f'name="next" value="/projects/{a.id}/sessions/a1"' in r.text
 
 
 def test_a_link_followed_from_another_site_reloads_itself_to_get_the_strict_cookie(world):
