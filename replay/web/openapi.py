@@ -152,7 +152,9 @@ DOCUMENT: dict[str, Any] = {
             "get": {
                 "summary": "The session's rrweb events as one JSON array, in timestamp order",
                 "security": READ_SECURITY,
-                "parameters": [PROJECT, SESSION, SHARE],
+                "parameters": [PROJECT, SESSION, SHARE, {
+                    "name": "from", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+                    "description": "only events at or after this time (ms since the epoch): a live player's poll"}],
                 "responses": {"200": {"description": "events", "content": {"application/json": {"schema": {
                     "type": "array", "items": {"$ref": "#/components/schemas/Event"}}}}},
                     **_errors(400, 401, 403, 404)},
