@@ -19,6 +19,7 @@ import msgpack
 import orjson
 import zstandard
 
+from replay.ingest.value_budget import DEFAULT_MAX_JSON_VALUES
 from replay.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -309,7 +310,7 @@ def _check_plain(value: Any) -> None:
                              code="invalid_msgpack")
 
 
-def parse_msgpack(data: bytes, max_bytes: int) -> Any:
+def parse_msgpack(data: bytes, max_bytes: int, max_values: int = DEFAULT_MAX_JSON_VALUES) -> Any:
     """Unpack one msgpack document holding only JSON-like values; ``BadRequest`` (``invalid_msgpack``) else.
 
     Map keys must be strings, strings valid UTF-8, with no extension types, no binary,
@@ -318,6 +319,17 @@ def parse_msgpack(data: bytes, max_bytes: int) -> Any:
     """
     if len(data) > max_bytes:
         raise _too_large("the msgpack body", max_bytes)
+    # The same value ceiling as JSON bodies (value_budget.py), counted as containers close: every
+    # value but the root sits in one, so a body of millions of tiny values stops early.
+    budget = [max_values]
+
+    def count(container: Any) -> Any:
+        budget[0] -= len(container) + 1
+        if budget[0] < 0:
+            raise PayloadTooLarge(f"the body holds more than {max_values} values; send smaller batches",
+                                  code="too_many_values")
+        return container
+
     try:
         value = msgpack.unpackb(
             data,
@@ -325,6 +337,10 @@ def parse_msgpack(data: bytes, max_bytes: int) -> Any:
             strict_map_key=True,
             use_list=True,
             ext_hook=_ext_hook,
+            list_hook=count,
+            object_hook=count,
+            max_array_len=max_values,
+            max_map_len=max_values,
         )
     except msgpack.ExtraData:
         raise BadRequest("invalid msgpack: extra bytes after the document", code="invalid_msgpack") from None
