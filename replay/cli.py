@@ -149,26 +149,23 @@ async def _compact(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from replay.spool import read_spool_dir
+    from replay.stored_sessions import StoredSessions
 
     async def work(service: Service) -> int:
         if await service.catalog.project(args.project) is None:
             print(f"replay export: no project {args.project}", file=sys.stderr)
             return 2
-        spooled = [b for b in read_spool_dir(service.settings.spool_dir)
-                   if (b.project_id, b.session_id) == (args.project, args.session)]
-        blocks = await service.catalog.blocks(args.project, args.session)
-        if not blocks and not spooled:
+        sessions = StoredSessions(service)
+        if not await sessions.exists(args.project, args.session):
             print(f"replay export: no session {args.session} in {args.project}", file=sys.stderr)
             return 2
-        from replay.playback import session_items
         out = open(args.output, "wb") if args.output and args.output != "-" else sys.stdout.buffer
         with contextlib.ExitStack() as stack:
             if out is not sys.stdout.buffer:
                 stack.callback(out.close)
             out.write(b"[")
             first = True
-            async for _w, event in session_items(service.store, blocks, spooled):
+            async for _w, event in sessions.items(args.project, args.session):
                 out.write((b"" if first else b",") + orjson.dumps(event))
                 first = False
             out.write(b"]\n")
@@ -194,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     plist.add_argument("--json", action="store_true")
     add_arguments(plist, STORE_OPTIONS)
     plist.set_defaults(run=_projects_list)
+    from replay.policy_commands import add_parser as add_policy_parser
+    add_policy_parser(projects, add_arguments, STORE_OPTIONS)
 
     from replay.key_commands import add_parser as add_keys_parser
     add_keys_parser(sub, add_arguments, STORE_OPTIONS)
@@ -216,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", help="file to write (default: stdout)")
     add_arguments(export, STORE_OPTIONS)
     export.set_defaults(run=_export)
+
+    from replay.audit_command import add_parser as add_audit_parser
+    add_audit_parser(sub, add_arguments, STORE_OPTIONS)
     return parser
 
 

@@ -199,6 +199,12 @@ class Service:
                              from_ts: int | None = None) -> AsyncIterator[dict[str, Any]]:
         """A session's events in timestamp order: stored blocks and the spool, each batch once;
         with ``from_ts``, only events at or after it (a live player's poll)."""
+        async for _window, event in self.session_window_events(project_id, session_id, from_ts):
+            yield event
+
+    async def session_window_events(self, project_id: str, session_id: str,
+                                    from_ts: int | None = None) -> AsyncIterator[list[Any]]:
+        """``session_events`` as ``[window_id, event]`` pairs (the audit keeps windows apart)."""
         if self.catalog.is_erased(project_id, session_id):
             return
         # The spool first: a flush that commits and releases a batch between the two reads then
@@ -208,9 +214,9 @@ class Service:
         if from_ts is not None:
             blocks = [b for b in blocks if b.last_ts >= from_ts]
             spooled = [b for b in spooled if b.stats.last_ts is None or b.stats.last_ts >= from_ts]
-        async for _window, event in session_items(self.store, blocks, spooled):
-            if from_ts is None or event["timestamp"] >= from_ts:
-                yield event
+        async for item in session_items(self.store, blocks, spooled):
+            if from_ts is None or item[1]["timestamp"] >= from_ts:
+                yield item
 
     async def session_summary(self, project_id: str, session_id: str) -> SessionSummary | None:
         """The catalog's summary with the batches it has not seen yet (still in the spool) folded in."""

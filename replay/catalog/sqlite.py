@@ -19,6 +19,7 @@ from replay.catalog.summary import EventStats
 from replay.codec import Footer
 
 T = TypeVar("T")
+PROJECT_CACHE_SECONDS = 2.0  # ingest reuses a project row (and its policy) this long; then reads it again
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -106,7 +107,9 @@ class SqliteCatalog:
         self.path = Path(path)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog")
         self._db: sqlite3.Connection | None = None
-        self._token_cache: dict[str, Project] = {}
+        # token -> (project, when read): ingest looks its project up per request. Entries expire so a
+        # policy changed by another process (the CLI, another receiver) applies here within seconds.
+        self._token_cache: dict[str, tuple[Project, float]] = {}
         self._erased: set[tuple[str, str]] = set()  # tombstones, all in memory: erasures are rare
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file we opened
 
@@ -196,13 +199,14 @@ class SqliteCatalog:
 
     async def project_by_token(self, token: str) -> Project | None:
         cached = self._token_cache.get(token)
-        if cached is not None:
-            return cached
+        if cached is not None and time.monotonic() - cached[1] < PROJECT_CACHE_SECONDS:
+            return cached[0]
         row = await self._run(lambda: self.db.execute("SELECT * FROM projects WHERE ingest_token=?", (token,)).fetchone())
         if row is None:
+            self._token_cache.pop(token, None)
             return None
         project = self._project(row)
-        self._token_cache[token] = project
+        self._token_cache[token] = (project, time.monotonic())
         return project
 
     async def set_policy(self, project_id: str, policy: dict[str, Any]) -> None:

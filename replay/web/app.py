@@ -9,7 +9,7 @@ from aiohttp import web
 
 from replay.ingest import native, posthog
 from replay.service import Service
-from replay.web import api, demo, erasure, health, metrics, openapi, share, static, ui
+from replay.web import api, audit_pages, demo, erasure, health, metrics, openapi, privacy_api, share, static, ui
 from replay.web.cors import cors_middleware
 from replay.web.csrf import csrf_middleware
 from replay.web.errors import error_middleware
@@ -43,9 +43,11 @@ def build_app(service: Service) -> web.Application:
     health.add_routes(app)
     share.add_routes(app)
     erasure.add_routes(app)
+    privacy_api.add_routes(app)
     metrics.add_routes(app)
     openapi.add_routes(app)
     ui.add_routes(app)
+    audit_pages.add_routes(app)
     demo.add_routes(app)
     # Not add_static: it serves .cjs as application/octet-stream, which nosniff makes Chromium refuse.
     static.add_routes(app, PLAYER_ASSETS)

@@ -8,27 +8,10 @@ from typing import Any
 
 import pytest
 
+from leak_vectors import EXPECTED  # what each fixture leaks (shared with the end-to-end tests)
 from replay.privacy import MaskingPolicy, audit_session, render_text, summarize_project
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "privacy"
-
-# What each recording leaks under the default (strict) policy; exact sets, so a miss or a new
-# false alarm both fail.
-EXPECTED: dict[str, set[str]] = {
-    "hidden_input": {"unmasked_input"},
-    "placeholder_email": {"email", "unmasked_attribute"},
-    "title_aria": {"unmasked_attribute"},
-    "option_card": {"payment_card", "unmasked_text"},
-    "radio_checkbox": {"unmasked_input"},
-    "textarea_initial": {"unmasked_input"},
-    "contenteditable": {"unmasked_input"},
-    "password_toggle": {"unmasked_input", "password_length"},
-    "password_length": {"password_length"},
-    "password_unmasked_config": {"unmasked_input"},
-    "text_pii": {"email", "phone", "iban", "ssn", "token"},
-    "data_attrs": {"email", "token"},  # data-* is scanned for PII, not masked wholesale by default
-    "url_query": {"email", "sensitive_url_param"},
-}
 
 
 def load(name: str) -> dict[str, Any]:
