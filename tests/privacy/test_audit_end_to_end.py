@@ -211,3 +211,21 @@ def test_enforced_sessions_audit_clean(enforced):
             status, report, _ = audit_cli(data, project, "--session", session_id(name))
             assert status == 0 and report["findings"] == []
         assert audit_api(server, project, session_id(name))["verdict"] == "clean", name
+
+
+def test_audit_keeps_the_windows_of_a_session_apart(make_server):
+    # Two tabs of one session: node ids are per window, so one shared mirror would mix them up.
+    server = make_server()
+    project = server.create_project()
+    put_policy(server, project, {"enforce": False})
+    for window, name in (("tab-1", "hidden_input"), ("tab-2", CLEAN)):
+        r = post_batch(server.url, project.token, "two-tabs", load(name)["events"], batch_id=window, window_id=window)
+        assert r.status_code == 200, r.text
+    server.flush()
+    status, report, _ = audit_cli(server.settings.data, project, "--session", "two-tabs")
+    via_api = audit_api(server, project, "two-tabs")
+    for session in (report["sessions"][0], via_api):
+        assert session["windows"] == 2
+        assert {f["window_id"] for f in session["findings"]} == {"tab-1"}
+        assert set(session["counts"]) == EXPECTED["hidden_input"]
+    assert status == 1
