@@ -3,8 +3,12 @@
 Real Chromium, real posthog-js (the vendored builds), the real Replay server in-process
 (``ThreadedReplay``), one per module. The recorded site is a separate tiny aiohttp server on
 127.0.0.1 (another port: another origin, as in production); it serves its own pages and, for the
-``/decide``-era 1.251.0, that release's ``array.full.js`` (Replay serves only its pinned build). The
-pages have a text, a password and an email field, a button and a link to a second page.
+``/decide``-era 1.251.0, that release's ``array.full.js`` or ``array.js`` (Replay serves only its pinned
+1.449.2 build, so 1.251.0's ``array.js`` gets its recorder bundle from there). The pages have a text, a
+password and an email field, a button and a link to a second page.
+
+The beacon and retry tests put a pass-through proxy (``Wiretap``) between the browser and Replay:
+Playwright sees neither keep-alive fetches nor beacons sent as a page unloads.
 
 What is checked comes from Replay's own read API, its blob store and its player page: the
 session's events hold the click and both pages' Meta hrefs, input values are asterisks, no typed
@@ -36,7 +40,9 @@ from signin import sign_in_page
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-POSTHOG_1_251 = ROOT / "tests" / "fixtures" / "vendor" / "posthog-js-1.251.0" / "dist" / "array.full.js"
+POSTHOG_1_251 = ROOT / "tests" / "fixtures" / "vendor" / "posthog-js-1.251.0" / "dist"
+# Where posthog-js loaded as array.js (no recorder inside) fetches its recorder: Replay's /static/.
+RECORDER_URL = {"lazy-1.449.2": "/static/1.449.2/lazy-recorder.js", "lazy-1.251.0": "/static/recorder.js?v=1.251.0"}
 META, FULL_SNAPSHOT, INCREMENTAL = 4, 2, 3
 SOURCE_MOUSE, SOURCE_INPUT, CLICK = 2, 5, 2
 IFRAME = ".replayer-wrapper iframe"
@@ -187,6 +193,7 @@ def site(replay, project, tap):
         "full-1.449.2": lambda: f"{replay.url}/static/array.full.js",
         "lazy-1.449.2": lambda: f"{replay.url}/static/array.js",  # the recorder comes from Replay's /static/
         "full-1.251.0": lambda: f"{holder['url']}/vendor/posthog-js-1.251.0/array.full.js",
+        "lazy-1.251.0": lambda: f"{holder['url']}/vendor/posthog-js-1.251.0/array.js",
     }
 
     async def page(request: web.Request) -> web.Response:
@@ -201,11 +208,11 @@ def site(replay, project, tap):
         return web.Response(text=html, content_type="text/html")
 
     async def posthog_1_251(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(POSTHOG_1_251, headers={"Content-Type": "application/javascript"})
+        return web.FileResponse(POSTHOG_1_251 / request.match_info["name"], headers={"Content-Type": "application/javascript"})
 
     app = web.Application()
     app.router.add_get("/{api:direct|tap}/{variant}/{flush:\\d+}/{page:one|two}", page)
-    app.router.add_get("/vendor/posthog-js-1.251.0/array.full.js", posthog_1_251)
+    app.router.add_get("/vendor/posthog-js-1.251.0/{name:array(?:\\.full)?\\.js}", posthog_1_251)
     with serve(app) as url:
         holder["url"] = url
         yield url
@@ -326,7 +333,7 @@ def replayed_first_page(browser, replay: ThreadedReplay, project, session_id: st
 
 # -- tests ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("variant", ["full-1.449.2", "lazy-1.449.2", "full-1.251.0"])
+@pytest.mark.parametrize("variant", ["full-1.449.2", "lazy-1.449.2", "full-1.251.0", "lazy-1.251.0"])
 def test_posthog_js_records_a_masked_two_page_session_that_replays(browser, context, replay, project, site, variant):
     decided = http_count(replay, 200, "/decide/")
     page, session_id, seen = start_recording(context, site, variant, 500)
@@ -357,10 +364,10 @@ def test_posthog_js_records_a_masked_two_page_session_that_replays(browser, cont
     assert inputs and all(d["text"] and set(d["text"]) == {"*"} for d in inputs), inputs
     assert_no_typed_text(json.dumps(events))
     assert_no_typed_text(stored_text(replay))
-    if variant == "lazy-1.449.2":
+    if variant in RECORDER_URL:
         # array.js alone cannot record: the recorder bundle came from Replay's own /static/.
-        assert f"{replay.url}/static/1.449.2/lazy-recorder.js" in [r.url for r in seen]
-    if variant == "full-1.251.0":
+        assert replay.url + RECORDER_URL[variant] in [r.url for r in seen]
+    if "1.251.0" in variant:
         assert http_count(replay, 200, "/decide/") > decided, "1.251.0 takes its config from /decide/"
 
     # The player rebuilds the first page as it was at the click on the link to the second.
