@@ -180,12 +180,14 @@ class Server:
     api_key: str = ""
     output: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
+    # What follows the interpreter instead of "-m replay": a script that changes one thing and then
+    # calls replay.cli.main (e.g. bench/serve_default_gc.py), for before/after runs in one process.
+    launcher: str = ""
 
     def start(self, timeout: float = 60) -> "Server":
-        # REPLAY_BENCH_LAUNCHER replaces "-m replay" (e.g. a wrapper script that tunes the server
-        # before calling replay.cli.main), for A/B runs without editing the code under test.
+        launcher = self.launcher or os.environ.get("REPLAY_BENCH_LAUNCHER", "")
         self.proc = subprocess.Popen(
-            [sys.executable, *os.environ.get("REPLAY_BENCH_LAUNCHER", "-m replay").split(), "serve", "--data", str(self.data), "--host", "127.0.0.1",
+            [sys.executable, *(launcher.split() or ["-m", "replay"]), "serve", "--data", str(self.data), "--host", "127.0.0.1",
              "--port", "0", *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
             env={**os.environ, **self.env})

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import REPO, Server, cut_batches, load_recordings, machine, percentile, shifted  # noqa: E402
 
 DAY_MS = 24 * 3600 * 1000
+BEFORE_LAUNCHER = str(Path(__file__).resolve().parent / "serve_default_gc.py")
 
 
 # -- bodies ----------------------------------------------------------------------------------------
@@ -143,13 +144,14 @@ async def create_project(data: Path, policy: dict) -> None:
 
 # -- the run ---------------------------------------------------------------------------------------
 
-def run_once(bodies_file: Path, bodies: list[bytes], raw_total: int, args: argparse.Namespace, tmp: Path) -> dict:
+def run_once(bodies_file: Path, bodies: list[bytes], raw_total: int, args: argparse.Namespace, tmp: Path,
+             launcher: str = "") -> dict:
     """One floor measurement and, right after it, one server under load (paired: the machine is shared)."""
     floor_gc = c_floor(bodies, gc_on=True)
     floor_nogc = c_floor(bodies, gc_on=False)
     if args.privacy == "off":
         asyncio.run(create_project(tmp, {"enforce": False}))
-    server = Server(tmp, ("--flush-interval", str(args.flush_interval), "--rate-limit", "0"))
+    server = Server(tmp, ("--flush-interval", str(args.flush_interval), "--rate-limit", "0"), launcher=launcher)
     with server:
         load = subprocess.Popen([sys.executable, __file__, "--generate", str(bodies_file), server.url,
                                  server.token, str(args.seconds), str(args.concurrency)],
@@ -220,6 +222,8 @@ def main() -> None:
     p.add_argument("--py-spy", metavar="FILE", help="profile the server under load (py-spy collapsed stacks, see bench/top_frames.py)")
     p.add_argument("--privacy", choices=("on", "off"), default="on",
                    help="off: the project's policy is {enforce: false}, to see what masking costs")
+    p.add_argument("--before-after", action="store_true",
+                   help="each run also measures a server with default GC settings (bench/serve_default_gc.py)")
     p.add_argument("--repeat", type=int, default=3, help="paired floor+server runs; the median ratio counts")
     args = p.parse_args()
     recs = load_recordings()
@@ -236,13 +240,23 @@ def main() -> None:
         bodies_file = Path(tmp) / "bodies.msgpack"
         bodies_file.write_bytes(msgpack.packb(sessions))
         del sessions
+        before = []
         for i in range(args.repeat):
+            if args.before_after:
+                r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"before{i}", BEFORE_LAUNCHER)
+                print(f"run {i + 1}/{args.repeat} BEFORE (default GC): " + report(r, args), flush=True)
+                before.append(r["ratio"])
             r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"data{i}")
             print(f"run {i + 1}/{args.repeat}: " + report(r, args), flush=True)
             ratios.append(r["ratio"])
-    ratios.sort()
-    print(f"RATIO ingest / C floor: median {ratios[len(ratios) // 2]:.2f} of {len(ratios)} runs "
-          f"({', '.join(f'{x:.2f}' for x in ratios)})   target >= 0.50")
+
+    def median(xs: list[float]) -> str:
+        xs = sorted(xs)
+        return f"median {xs[len(xs) // 2]:.2f} of {len(xs)} runs ({', '.join(f'{x:.2f}' for x in xs)})"
+
+    if before:
+        print(f"RATIO BEFORE (default GC) ingest / C floor: {median(before)}")
+    print(f"RATIO ingest / C floor: {median(ratios)}   target >= 0.50")
 
 
 if __name__ == "__main__":

@@ -28,14 +28,25 @@ class _Source:
     first_ts: int
     order: int
     batches: list[list[Any]]  # [[batch_id, count], ...] in stored order
-    fetch: Callable[[], Awaitable[Items]]
+    fetch: Callable[[], Awaitable[Any]]  # the items, or with ``decode`` the stored bytes
     origin: str  # the object (or spooled batch) it comes from; see drop_seen_batches
     task: asyncio.Task | None = None
+    # With ``decode``, ``fetch`` only gets the stored bytes (that is what runs ahead) and ``decode``
+    # turns them into items when the merge reaches this source: a decoded block is many times its
+    # stored size, so decoding ahead would hold several in memory and fight for the CPU.
+    decode: Callable[[Any], Awaitable[Items]] | None = None
 
     def start(self) -> asyncio.Task:
         if self.task is None:
             self.task = asyncio.ensure_future(self.fetch())
         return self.task
+
+    async def items(self) -> Items:
+        fetched = await self.start()
+        # The caller's list of sources lives until the stream ends, and a finished task keeps its
+        # result: without this every block stayed in memory to the last event.
+        self.task = None
+        return await self.decode(fetched) if self.decode is not None else fetched
 
 
 def drop_seen_batches(items: Items, batches: list[list[Any]], seen: dict[str, str], origin: str) -> Items:
@@ -68,7 +79,7 @@ async def merged_items(sources: list[_Source], prefetch: int) -> AsyncIterator[l
                 src = pending.popleft()
                 for ahead in list(pending)[:prefetch]:
                     ahead.start()
-                items = drop_seen_batches(await src.start(), src.batches, seen, src.origin)
+                items = drop_seen_batches(await src.items(), src.batches, seen, src.origin)
                 items.sort(key=_timestamp)  # stable: equal timestamps keep their recorded order
                 if items:
                     heapq.heappush(heap, (_timestamp(items[0]), src.order, 0, items))
@@ -86,18 +97,21 @@ async def session_items(store: BlobStore, blocks: list[BlockRow], spooled: Itera
                         prefetch: int = 4) -> AsyncIterator[list[Any]]:
     """``[window_id, event]`` pairs of a session in timestamp order, duplicates dropped."""
 
-    def from_store(row: BlockRow) -> Callable[[], Awaitable[Items]]:
-        async def fetch() -> Items:
-            data = await store.get(row.object_key, row.offset, row.offset + row.length)
-            return await asyncio.to_thread(codec.decompress_block, data)
+    def from_store(row: BlockRow) -> Callable[[], Awaitable[bytes]]:
+        async def fetch() -> bytes:
+            return await store.get(row.object_key, row.offset, row.offset + row.length)
         return fetch
+
+    async def decode(data: bytes) -> Items:
+        return await asyncio.to_thread(codec.decompress_block, data)
 
     def from_spool(b: SpooledBatch) -> Callable[[], Awaitable[Items]]:
         async def fetch() -> Items:
             return msgpack.unpackb(codec.array_header(b.count) + b.items, raw=False, strict_map_key=False)
         return fetch
 
-    sources = [_Source(row.first_ts, i, row.batches, from_store(row), row.object_key) for i, row in enumerate(blocks)]
+    sources = [_Source(row.first_ts, i, row.batches, from_store(row), row.object_key, decode=decode)
+               for i, row in enumerate(blocks)]
     for b in spooled:
         sources.append(_Source(b.stats.first_ts or 0, len(sources), [[b.batch_id, b.count]], from_spool(b),
                                f"spool:{len(sources)}"))
