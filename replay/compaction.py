@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 # Chosen by measurement (bench/compaction_levels.py; figures in README). On the recorded corpus,
 # level 19 stores 0.35x of gzip-6 against 0.38x at 16 and 0.44x at 9, for ~2.5x and ~40x the CPU
-# (~1.6 MB/s of msgpack per core): paid once per session, off the ingest path, at low priority,
+# (~1.1-1.4 MB/s of msgpack per core): paid once per session, off the ingest path, at low priority,
 # while the bytes are kept for the whole retention period.
 SESSION_LEVEL = 19
 # Frames of ~4 MiB of msgpack: 7% larger than one frame for the whole session (0.377x vs 0.352x),
@@ -69,7 +69,7 @@ class Counters(Protocol):
 def session_object_key(retention_days: int, project_id: str, session_id: str, created_ms: int, node: str,
                        rand: str) -> str:
     """``{retention}d/sessions/{project}/{session}/{unix_ms}-{node}-{rand}``: retention first, like batches,
-    and one prefix per session so that its orphans can be found."""
+    and one prefix per session, so that all objects a session ever had can be listed."""
     return f"{session_prefix(retention_days, project_id, session_id)}{created_ms}-{node}-{rand}"
 
 
