@@ -1,4 +1,4 @@
-"""The ``replay`` command: serve, projects, reindex, compact, export."""
+"""The ``replay`` command: serve, projects (and their policy), keys, reindex, compact, export, audit."""
 
 from __future__ import annotations
 
