@@ -31,7 +31,7 @@ from replay.catalog.records import Project
 from replay.errors import BadRequest, NotFound, ReplayError, Unauthorized, Unavailable
 from replay.ingest.batch import Batch
 from replay.ingest.posthog_config import config_script, decide_response, flags_response, remote_config
-from replay.ingest.posthog_wire import decode_snapshot_body, parse_snapshot_request
+from replay.ingest.posthog_wire import SnapshotUpload, decode_snapshot_body, parse_snapshot_request
 from replay.ingest.upload import read_upload
 from replay.ingest.validate import check_batch_id, check_events, check_id
 from replay.privacy.policy import MaskingPolicy
@@ -146,7 +146,10 @@ def _no_store(response: web.StreamResponse) -> web.StreamResponse:
 
 
 async def _identity_body(request: web.Request) -> dict[str, Any]:
-    """The body of /flags/ and /decide/: ``{token, distinct_id, ...}`` as JSON, base64 form or gzip."""
+    """The body of /flags/ and /decide/: ``{token, distinct_id, ...}`` as JSON, base64 form or gzip.
+
+    posthog-js encodes every request body the same way, so the /s/ body decoder reads these too.
+    """
     limits = request.app[SERVICE].limits
     raw = await read_upload(request, limits)
     payload = decode_snapshot_body(raw, max_bytes=FLAGS_BODY_MAX, query=request.query,
@@ -192,10 +195,10 @@ async def post_decide(request: web.Request) -> web.Response:
 # -- recordings ----------------------------------------------------------------------------------
 
 
-def _checked(batch: Batch, project: Project, request: web.Request) -> Batch:
-    """The batch for ``project``, with the checks the native API applies, and the browser's user agent."""
+def _checked(upload: SnapshotUpload, project: Project, request: web.Request) -> Batch:
+    """The upload's batch for ``project``, with the checks the native API applies, and the browser's user agent."""
     limits = request.app[SERVICE].limits
-    batch.project_id = project.id
+    batch = upload.batch_for(project.id)
     batch.session_id = check_id(batch.session_id, "session_id", limits)
     batch.window_id = check_id(batch.window_id, "window_id", limits)
     batch.batch_id = check_batch_id(batch.batch_id)
@@ -211,10 +214,10 @@ def _checked(batch: Batch, project: Project, request: web.Request) -> Batch:
     return batch
 
 
-def _by_token(uploads: Iterable[Any]) -> dict[str, list[Batch]]:
-    grouped: dict[str, list[Batch]] = {}
+def _by_token(uploads: Iterable[SnapshotUpload]) -> dict[str, list[SnapshotUpload]]:
+    grouped: dict[str, list[SnapshotUpload]] = {}
     for upload in uploads:
-        grouped.setdefault(upload.token, []).append(upload.batch)
+        grouped.setdefault(upload.token, []).append(upload)
     return grouped
 
 
@@ -226,9 +229,9 @@ async def post_snapshots(request: web.Request) -> web.Response:
                                      content_type=request.headers.get("Content-Type"),
                                      content_encoding=request.headers.get("Content-Encoding"))
     accepted: list[tuple[Project, list[Batch]]] = []
-    for token, batches in _by_token(uploads).items():
+    for token, group in _by_token(uploads).items():
         project = await _project(request, token)
-        accepted.append((project, [_checked(b, project, request) for b in batches]))
+        accepted.append((project, [_checked(u, project, request) for u in group]))
     for project, _ in accepted:
         wait = service.rate_limiter.retry_after(project.ingest_token)
         if wait > 0:
