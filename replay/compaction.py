@@ -54,8 +54,9 @@ log = logging.getLogger(__name__)
 # while the bytes are kept for the whole retention period.
 SESSION_LEVEL = 19
 # Frames of ~4 MiB of msgpack: 7% larger than one frame for the whole session (0.377x vs 0.352x),
-# but the reader decodes a whole frame before the first event (~0.1-0.3 s for 4 MiB here) and keeps
-# a few prefetched ones (a decoded frame is ~6x its msgpack size: 25 MiB for 4 MiB).
+# but the reader decodes a whole frame before its first event (~0.1 s for 4 MiB here, twice that for
+# 8 MiB; msgpack and the garbage collector hold the GIL meanwhile, so the event loop waits too), and
+# a decoded frame is ~6x its msgpack size (25 MiB for 4 MiB).
 FRAME_BYTES = 4 * 1024 * 1024
 MAX_WINDOW_LOG = 27  # the largest window zstd decoders accept without being told to
 ORPHAN_GRACE = 3600.0  # seconds an unreferenced session object may be a compaction in progress

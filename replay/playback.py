@@ -123,9 +123,13 @@ async def labelled_items(store: BlobStore, blocks: list[BlockRow], prefetch: int
     """``(batch_id, [window_id, event])`` of stored blocks in exactly the order ``session_items`` plays
     them, duplicates dropped the same way: what compaction rewrites."""
 
-    def labelled(row: BlockRow) -> Callable[[], Awaitable[Items]]:
-        async def fetch() -> Items:
-            data = await store.get(row.object_key, row.offset, row.offset + row.length)
+    def from_store(row: BlockRow) -> Callable[[], Awaitable[bytes]]:
+        async def fetch() -> bytes:
+            return await store.get(row.object_key, row.offset, row.offset + row.length)
+        return fetch
+
+    def labelled(row: BlockRow) -> Callable[[bytes], Awaitable[Items]]:
+        async def decode(data: bytes) -> Items:
             items = await asyncio.to_thread(codec.decompress_block, data)
             pos = 0
             for batch_id, count in row.batches:
@@ -133,8 +137,9 @@ async def labelled_items(store: BlobStore, blocks: list[BlockRow], prefetch: int
                     item.append(batch_id)  # [window_id, event, batch_id]: the merge only reads item[1]
                 pos += count
             return items
-        return fetch
+        return decode
 
-    sources = [_Source(row.first_ts, i, row.batches, labelled(row), row.object_key) for i, row in enumerate(blocks)]
+    sources = [_Source(row.first_ts, i, row.batches, from_store(row), row.object_key, decode=labelled(row))
+               for i, row in enumerate(blocks)]
     async for window_id, event, batch_id in merged_items(sources, prefetch):
         yield batch_id, [window_id, event]
