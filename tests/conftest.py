@@ -62,3 +62,12 @@ def s3_endpoint():
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     yield f"http://127.0.0.1:{port}"
     srv.stop()
+
+
+def pytest_collection_modifyitems(items):
+    """Browser tests last: Playwright's sync API keeps an event loop running in the main thread
+    while its session-scoped browser lives, and tests that call asyncio.run() cannot share it."""
+    def in_browser(item) -> bool:
+        return item.get_closest_marker("browser") is not None or "/tests/browser/" in str(item.path)
+
+    items.sort(key=in_browser)  # stable: the order within each group is kept

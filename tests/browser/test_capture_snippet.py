@@ -425,7 +425,7 @@ def test_the_real_replay_server_keeps_what_the_snippet_sends(context, site, serv
         text = json.dumps(fetch_events(server.url, project, session))
         return text if "tail-block-4" in text else None
 
-    text = site.collector.wait_for(stored, what="the stored session")
+    text = site.collector.wait_for(stored, timeout=40, what="the stored session")
     assert "hunter2secret" not in text and "boom-real" in text
     events = json.loads(text)
     assert {e["type"] for e in events} >= {META, FULL_SNAPSHOT, INCREMENTAL, PLUGIN}
