@@ -37,16 +37,23 @@ def parse_time_ms(value: str | None, name: str) -> int | None:
     return int(parsed.timestamp() * 1000)
 
 
-def _int(value: str | None, name: str, default: int, lo: int, hi: int) -> int:
-    if value is None or value == "":
+def bounded_int(raw: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """An integer parameter (query string or JSON body) within ``[lo, hi]``; 400 otherwise."""
+    if raw is None or raw == "":
         return default
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        raise BadRequest(f"{name} must be an integer", code=f"invalid_{name}")
     try:
-        n = int(value)
+        n = int(raw)
     except ValueError:
         raise BadRequest(f"{name} must be an integer", code=f"invalid_{name}") from None
     if not lo <= n <= hi:
         raise BadRequest(f"{name} must be between {lo} and {hi}", code=f"invalid_{name}")
     return n
+
+
+def _int(value: str | None, name: str, default: int, lo: int, hi: int) -> int:
+    return bounded_int(value, name, default, lo, hi)  # type: ignore[return-value]
 
 
 def session_query(params: Any) -> SessionQuery:

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from replay.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from replay.errors import BadRequest, NotFound
 from replay.privacy.audit import summarize_project
 from replay.privacy.policy_edit import effective
 from replay.web.api import path_ids, session_query
-from replay.web.auth import authorize_session_read, share_token, signed_in
+from replay.web.auth import signed_in
 from replay.web.keys import SERVICE
 from replay.web.pages import render
 from replay.web.privacy_api import AUDITS_AT_ONCE, audit_stored_session
-from replay.web.ui import FILTERS, _ui_page, _viewer, list_url, require_signed_in, signin_redirect
+from replay.web.ui import (FILTERS, _ui_page, _viewer, list_url, require_signed_in, session_page_grant,
+                           signin_redirect)
 
 DEFAULT_SESSIONS = 20
 MAX_SESSIONS = 100
@@ -33,13 +34,8 @@ def player_url(project_id: str, session_id: str) -> str:
 
 @_ui_page
 async def session_audit_page(request: web.Request) -> web.StreamResponse:
-    project_id, session_id = path_ids(request)
-    assert session_id is not None
-    try:
-        grant = await authorize_session_read(request, project_id, session_id)
-    except (Unauthorized, Forbidden):
-        if share_token(request, project_id, session_id):
-            raise  # a bad share link says why; only readers without one are sent to sign in
+    project_id, session_id, grant = await session_page_grant(request)
+    if grant is None:
         return signin_redirect(request)
     service = request.app[SERVICE]
     summary = await service.session_summary(project_id, session_id)

@@ -17,7 +17,7 @@ from aiohttp import web
 from replay.errors import BadRequest, NotFound, Unauthorized
 from replay.share_links import (DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN, InvalidShareLink, ShareGrant, sign_share,
                                 verify_share)
-from replay.web.api import path_ids
+from replay.web.api import bounded_int, path_ids
 from replay.web.auth import SHARE_PARAM, require_project, share_cookie_name
 from replay.web.keys import SERVICE
 
@@ -25,18 +25,7 @@ PLAYER_PATH = "/projects/{project}/sessions/{session}"  # the UI's player page, 
 
 
 def _int_param(values: dict[str, Any], name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = values.get(name)
-    if raw is None or raw == "":
-        return default
-    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-        raise BadRequest(f"{name} must be an integer", code=f"invalid_{name}")
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer", code=f"invalid_{name}") from None
-    if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be between {lo} and {hi}", code=f"invalid_{name}")
-    return value
+    return bounded_int(values.get(name), name, default, lo, hi)
 
 
 async def _options(request: web.Request) -> dict[str, Any]:

@@ -7,6 +7,7 @@ player_assets/player.js, which reads the JSON API with the same cookie session.
 from __future__ import annotations
 
 import time
+from typing import Any
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -202,15 +203,26 @@ async def sessions_page(request: web.Request) -> web.StreamResponse:
 
 # -- player --------------------------------------------------------------------------------------
 
-@_ui_page
-async def player_page(request: web.Request) -> web.StreamResponse:
+async def session_page_grant(request: web.Request) -> tuple[str, str, Any]:
+    """Project, session and read grant for a page showing the session in its path.
+
+    The grant is None for a reader with no credentials at all: such pages send them to sign in.
+    A bad share link raises instead, so it says what is wrong with it.
+    """
     project_id, session_id = path_ids(request)
     assert session_id is not None
     try:
-        grant = await authorize_session_read(request, project_id, session_id)
+        return project_id, session_id, await authorize_session_read(request, project_id, session_id)
     except (Unauthorized, Forbidden):
         if share_token(request, project_id, session_id):
-            raise  # a bad share link says why; only readers without one are sent to sign in
+            raise
+        return project_id, session_id, None
+
+
+@_ui_page
+async def player_page(request: web.Request) -> web.StreamResponse:
+    project_id, session_id, grant = await session_page_grant(request)
+    if grant is None:
         return signin_redirect(request)
     service = request.app[SERVICE]
     summary = await service.session_summary(project_id, session_id)
