@@ -19,7 +19,7 @@ import msgpack
 import orjson
 import zstandard
 
-from replay.ingest.value_budget import DEFAULT_MAX_JSON_VALUES
+from replay.ingest.value_budget import DEFAULT_MAX_JSON_VALUES, check_json_value_budget
 from replay.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -254,7 +254,7 @@ def _fix_surrogates(value: Any) -> Any:
     return value
 
 
-def parse_json(data: bytes | str) -> Any:
+def parse_json(data: bytes | str, max_values: int = DEFAULT_MAX_JSON_VALUES) -> Any:
     """Parse one JSON document with orjson; ``BadRequest`` (code ``invalid_json``) if it is not one.
 
     Refused: invalid UTF-8, a byte-order mark, NaN/Infinity (and numbers that overflow to them),
@@ -267,6 +267,8 @@ def parse_json(data: bytes | str) -> Any:
             data = data.encode("utf-8")
         except UnicodeEncodeError:
             raise BadRequest("invalid JSON: text is not valid Unicode", code="invalid_json") from None
+    # Every JSON path (native bodies, posthog bodies, inflated posthog fields) passes the same ceiling.
+    check_json_value_budget(data, max_values)
     if not _ORJSON_SAFE_DEPTH and json_depth_exceeds(data):
         raise BadRequest(f"invalid JSON: nested more than {MAX_JSON_DEPTH} levels deep", code="invalid_json")
     try:

@@ -18,7 +18,6 @@ from replay.errors import BadRequest, Unauthorized, UnsupportedMediaType
 from replay.ingest.batch import Batch
 from replay.ingest.body import decode_content, parse_json, parse_msgpack
 from replay.ingest.upload import read_upload
-from replay.ingest.value_budget import check_json_value_budget
 from replay.ingest.validate import check_batch_id, check_distinct_id, check_events, check_id
 from replay.web.cors import CorsMode, allow_cors
 from replay.web.keys import SERVICE
@@ -49,7 +48,6 @@ async def post_recordings(request: web.Request) -> web.Response:
     if ctype in MSGPACK_TYPES:
         payload: Any = parse_msgpack(body, limits.max_decoded_bytes)
     elif ctype in JSON_TYPES:
-        check_json_value_budget(body)
         payload = parse_json(body)
     else:
         raise UnsupportedMediaType(f"Content-Type {ctype!r}: send application/json or application/msgpack",
