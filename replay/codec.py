@@ -93,6 +93,21 @@ def decompress_block(data: bytes) -> list[list[Any]]:
     return items
 
 
+def stream_block(data: bytes) -> tuple[int, msgpack.Unpacker]:
+    """A block's item count and an unpacker positioned at its first item: items decode one by one.
+
+    Decompressing is cheap; turning msgpack into Python objects is not (and holds the GIL), so a
+    reader that needs the first event of a big block pays for that event only.
+    """
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data)
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(raw), 1))
+        unpacker.feed(raw)
+        return unpacker.read_array_header(), unpacker
+    except (zstandard.ZstdError, ValueError, msgpack.UnpackException) as exc:
+        raise CorruptObject(f"block does not decode: {exc}") from exc
+
+
 def raw_size(block: bytes, count: int) -> int:
     """Packed event bytes in a block (what ingest counted), from the frame header alone."""
     return zstandard.frame_content_size(block) - len(array_header(count))

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import msgpack
 
@@ -35,6 +36,8 @@ class _Source:
     # turns them into items when the merge reaches this source: a decoded block is many times its
     # stored size, so decoding ahead would hold several in memory and fight for the CPU.
     decode: Callable[[Any], Awaitable[Items]] | None = None
+    # Blocks stored in play order (compacted sessions) stream: items decode as the merge takes them.
+    time_ordered: bool = False
 
     def start(self) -> asyncio.Task:
         if self.task is None:
@@ -47,6 +50,28 @@ class _Source:
         # result: without this every block stayed in memory to the last event.
         self.task = None
         return await self.decode(fetched) if self.decode is not None else fetched
+
+    async def ordered(self, seen: dict[str, str]) -> Iterator[list[Any]]:
+        """This source's items in timestamp order, each batch from the origin that first held it."""
+        if self.time_ordered:
+            fetched = await self.start()
+            self.task = None
+            return _streamed(fetched, self.batches, seen, self.origin)
+        items = drop_seen_batches(await self.items(), self.batches, seen, self.origin)
+        items.sort(key=_timestamp)  # stable: equal timestamps keep their recorded order
+        return iter(items)
+
+
+def _streamed(data: bytes, batches: list[list[Any]], seen: dict[str, str], origin: str) -> Iterator[list[Any]]:
+    # Deduplication is decided as each run is reached, with the same rule as drop_seen_batches.
+    _count, unpacker = codec.stream_block(data)
+    for batch_id, count in batches:
+        if seen.setdefault(batch_id, origin) == origin:
+            for _ in range(count):
+                yield unpacker.unpack()
+        else:
+            for _ in range(count):
+                unpacker.skip()
 
 
 def drop_seen_batches(items: Items, batches: list[list[Any]], seen: dict[str, str], origin: str) -> Items:
@@ -72,21 +97,24 @@ def _timestamp(item: list[Any]) -> int:
 async def merged_items(sources: list[_Source], prefetch: int) -> AsyncIterator[list[Any]]:
     pending = deque(sorted(sources, key=lambda s: (s.first_ts, s.order)))
     seen: dict[str, str] = {}
-    heap: list[tuple[int, int, int, Items]] = []
+    tie = itertools.count()  # keeps equal timestamps of one source in their stored order
+    heap: list[tuple[int, int, int, list[Any], Iterator[list[Any]]]] = []
+
+    def push(order: int, rest: Iterator[list[Any]]) -> None:
+        item = next(rest, None)
+        if item is not None:
+            heapq.heappush(heap, (_timestamp(item), order, next(tie), item, rest))
+
     try:
         while pending or heap:
             while pending and (not heap or pending[0].first_ts <= heap[0][0]):
                 src = pending.popleft()
                 for ahead in list(pending)[:prefetch]:
                     ahead.start()
-                items = drop_seen_batches(await src.items(), src.batches, seen, src.origin)
-                items.sort(key=_timestamp)  # stable: equal timestamps keep their recorded order
-                if items:
-                    heapq.heappush(heap, (_timestamp(items[0]), src.order, 0, items))
-            ts, order, index, items = heapq.heappop(heap)
-            yield items[index]
-            if index + 1 < len(items):
-                heapq.heappush(heap, (_timestamp(items[index + 1]), order, index + 1, items))
+                push(src.order, await src.ordered(seen))
+            _ts, order, _tie, item, rest = heapq.heappop(heap)
+            yield item
+            push(order, rest)
     finally:
         for src in pending:
             if src.task is not None:
@@ -110,7 +138,8 @@ async def session_items(store: BlobStore, blocks: list[BlockRow], spooled: Itera
             return msgpack.unpackb(codec.array_header(b.count) + b.items, raw=False, strict_map_key=False)
         return fetch
 
-    sources = [_Source(row.first_ts, i, row.batches, from_store(row), row.object_key, decode=decode)
+    sources = [_Source(row.first_ts, i, row.batches, from_store(row), row.object_key, decode=decode,
+                       time_ordered=row.time_ordered)
                for i, row in enumerate(blocks)]
     for b in spooled:
         sources.append(_Source(b.stats.first_ts or 0, len(sources), [[b.batch_id, b.count]], from_spool(b),

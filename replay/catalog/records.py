@@ -63,3 +63,6 @@ class BlockRow:
     last_ts: int
     event_count: int
     batches: list[list[Any]]
+    # Compacted (session) objects store events in play order, so the reader can stream them
+    # without decoding or sorting the whole block first.
+    time_ordered: bool = False

@@ -316,10 +316,11 @@ class SqliteCatalog:
     async def blocks(self, project_id: str, session_id: str) -> list[BlockRow]:
         """A session's blocks by first timestamp (ties in storage order)."""
         rows = await self._run(lambda: self.db.execute(
-            "SELECT * FROM blocks WHERE project_id=? AND session_id=? ORDER BY first_ts, object_key, offset",
+            "SELECT b.*, o.kind FROM blocks b LEFT JOIN objects o ON o.key = b.object_key "
+            "WHERE b.project_id=? AND b.session_id=? ORDER BY b.first_ts, b.object_key, b.offset",
             (project_id, session_id)).fetchall())
         return [BlockRow(r["object_key"], r["offset"], r["length"], r["first_ts"], r["last_ts"],
-                         r["event_count"], json.loads(r["batches"])) for r in rows]
+                         r["event_count"], json.loads(r["batches"]), r["kind"] == "session") for r in rows]
 
     @staticmethod
     def _summary(r: sqlite3.Row) -> SessionSummary:
