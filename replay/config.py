@@ -71,8 +71,8 @@ class Settings:
     rate_limit: float = 200.0
     rate_burst: int = 400
     compact_after: float = 1800.0
-    public_url: str = ""
     compact_grace: float = 300.0
+    public_url: str = ""
     log_format: str = "text"
     secret: str = ""
     extra: dict = field(default_factory=dict)
