@@ -37,8 +37,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("node_id", "REPLAY_NODE_ID", "", str, "this receiver's name in blob keys (default: host name)"),
     Option("body_timeout", "REPLAY_BODY_TIMEOUT", 30.0, float, "seconds a client may take to send its body"),
     Option("max_events", "REPLAY_MAX_EVENTS", 20_000, int, "events per batch"),
-    Option("rate_limit", "REPLAY_RATE_LIMIT", 200.0, float, "ingest requests per second per token (0: no limit)"),
-    Option("rate_burst", "REPLAY_RATE_BURST", 400, int, "ingest burst per token"),
+    Option("rate_limit", "REPLAY_RATE_LIMIT", 1000.0, float, "ingest requests per second per token (0: no limit); every visitor of a site shares its token"),
+    Option("rate_burst", "REPLAY_RATE_BURST", 2000, int, "ingest burst per token"),
     Option("compact_after", "REPLAY_COMPACT_AFTER", 1800.0, float, "compact a session idle this many seconds (0: never)"),
     Option("compact_grace", "REPLAY_COMPACT_GRACE", 300.0, float, "seconds compaction keeps replaced objects for playbacks in flight"),
     Option("public_url", "REPLAY_PUBLIC_URL", "", str, "URL browsers use to reach this server (demo page, share links)"),
@@ -68,8 +68,8 @@ class Settings:
     node_id: str = ""
     body_timeout: float = 30.0
     max_events: int = 20_000
-    rate_limit: float = 200.0
-    rate_burst: int = 400
+    rate_limit: float = 1000.0
+    rate_burst: int = 2000
     compact_after: float = 1800.0
     compact_grace: float = 300.0
     public_url: str = ""
