@@ -70,14 +70,11 @@ VENDORED_RRWEB = [REPO / "player_assets" / "vendor" / f"rrweb-{RRWEB_VERSION}" /
                   for sub in ("dist", ".")]
 PLAYER_FIXTURE = REPO / "tests" / "fixtures" / "rrweb-player-events.json"
 
+sys.path.insert(0, str(REPO / "tests"))
+from chromium import CHROMIUM_ARGS as _BASE_ARGS  # noqa: E402
+
 CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
+    *_BASE_ARGS,
     # Defence in depth next to the request route below: nothing but loopback resolves.
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
