@@ -5,8 +5,7 @@ import socket
 
 import pytest
 
-from harness import ThreadedReplay
-from replay.config import settings_from
+from harness import ThreadedReplay, start_test_server
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -23,10 +22,8 @@ def make_server(tmp_path):
     started: list[ThreadedReplay] = []
 
     def make(store=None, **overrides) -> ThreadedReplay:
-        overrides.setdefault("data", tmp_path / f"data{len(started)}")
-        overrides.setdefault("flush_interval", 3600.0)  # tests flush explicitly unless they test the timer
-        overrides.setdefault("node_id", "test")
-        server = ThreadedReplay(settings_from(environ={}, **overrides), store=store).start()
+        data = overrides.pop("data", tmp_path / f"data{len(started)}")
+        server = start_test_server(data, store, **overrides)
         started.append(server)
         return server
 

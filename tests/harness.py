@@ -127,6 +127,14 @@ class ReplayProcess:
         return self.proc.wait(timeout)
 
 
+def start_test_server(data: Path, store: BlobStore | None = None, **overrides: Any) -> ThreadedReplay:
+    """A Replay server for tests on ``data``: flushes only when a test asks (or tests the timer)."""
+    overrides.setdefault("flush_interval", 3600.0)
+    overrides.setdefault("node_id", "test")
+    from replay.config import settings_from
+    return ThreadedReplay(settings_from(environ={}, data=data, **overrides), store=store).start()
+
+
 def load_fixture_events(name: str = "rrweb-player-events.json") -> list[dict[str, Any]]:
     return json.loads((FIXTURES / name).read_text())
 

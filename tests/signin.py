@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import requests
 
@@ -32,3 +34,17 @@ def sign_in_page(page, url: str, api_key: str) -> None:
     page.fill("#api_key", api_key)
     page.click(".signin button[type=submit]")
     page.wait_for_url(re.compile(r".*/projects/.*/sessions.*"))
+
+
+@contextmanager
+def signed_in_page(browser: Any, url: str, api_key: str, **context_options: Any) -> Iterator[Any]:
+    """A page in a fresh browser context signed in with ``api_key``; ``page.errors`` collects page errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, **context_options)
+    try:
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        sign_in_page(page, url, api_key)
+        yield page
+    finally:
+        context.close()

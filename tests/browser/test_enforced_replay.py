@@ -11,16 +11,14 @@ so the comparison means something.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import requests
 
-from harness import ThreadedReplay, post_batch
+from harness import post_batch, start_test_server
 from leak_vectors import load, session_id
-from replay.config import settings_from
-from signin import sign_in_page
+from signin import signed_in_page
 
 pytestmark = pytest.mark.browser
 
@@ -42,8 +40,7 @@ REPLAYED = """() => {
 
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
-    server = ThreadedReplay(settings_from(environ={}, data=tmp_path_factory.mktemp("enforced-replay") / "data",
-                                          flush_interval=3600.0, node_id="test")).start()
+    server = start_test_server(tmp_path_factory.mktemp("enforced-replay") / "data")
     as_received, enforced = server.create_project("as-received"), server.create_project("enforced")
     r = requests.put(f"{server.url}/api/projects/{as_received.id}/policy", json={"enforce": False},
                      headers={"Authorization": f"Bearer {as_received.api_key}"}, timeout=10)
@@ -57,17 +54,8 @@ def replay(tmp_path_factory):
     server.stop()
 
 
-@contextmanager
 def signed_in(browser, server, project):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        page = context.new_page()
-        page.errors = []
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
-        sign_in_page(page, server.url, project.api_key)
-        yield page
-    finally:
-        context.close()
+    return signed_in_page(browser, server.url, project.api_key)
 
 
 def replay_at_end(browser, server, project, name: str) -> dict[str, Any]:

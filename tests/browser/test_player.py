@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from contextlib import contextmanager
 from urllib.parse import urlparse
 
 import pytest
 from aiohttp import web
 
-from harness import ThreadedReplay, fetch_events, post_batch
-from replay.config import settings_from
-from signin import sign_in_page
+from harness import fetch_events, post_batch, start_test_server
+from signin import signed_in_page
 
 pytestmark = pytest.mark.browser
 
@@ -100,8 +98,7 @@ def custom(ts: int, tag: str, payload: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
-    server = ThreadedReplay(settings_from(environ={}, data=tmp_path_factory.mktemp("player") / "data",
-                                          flush_interval=3600.0, node_id="test")).start()
+    server = start_test_server(tmp_path_factory.mktemp("player") / "data")
     yield server
     server.stop()
 
@@ -111,17 +108,8 @@ def project(replay):
     return replay.create_project("player")
 
 
-@contextmanager
 def signed_in(browser, replay, project, **context_options):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, **context_options)
-    try:
-        page = context.new_page()
-        page.errors = []
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
-        sign_in_page(page, replay.url, project.api_key)
-        yield page
-    finally:
-        context.close()
+    return signed_in_page(browser, replay.url, project.api_key, **context_options)
 
 
 def open_player(page, replay, project, session_id: str, query: str = "") -> None:

@@ -32,8 +32,7 @@ import pytest
 import requests
 from aiohttp import ClientSession, web
 
-from harness import ThreadedReplay, stored_events_text
-from replay.config import settings_from
+from harness import ThreadedReplay, start_test_server, stored_events_text
 from replay.ingest.posthog_wire import parse_snapshot_request
 from signin import sign_in_page
 
@@ -108,8 +107,7 @@ def serve(app: web.Application):
 
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
-    server = ThreadedReplay(settings_from(environ={}, data=tmp_path_factory.mktemp("posthog") / "data",
-                                          flush_interval=3600.0, node_id="test")).start()
+    server = start_test_server(tmp_path_factory.mktemp("posthog") / "data")
     yield server
     server.stop()
 

@@ -13,7 +13,6 @@ import pytest
 import requests
 
 from harness import ROOT, ReplayProcess, fetch_events, load_fixture_events, post_batch
-from replay.storage import open_store
 
 FIXTURE = load_fixture_events()
 
