@@ -110,11 +110,16 @@ def machine() -> str:
 
 # -- /proc readings --------------------------------------------------------------------------------
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, all its threads included (fields 14 and 15 of /proc/pid/stat)."""
+def cpu_user_system(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process, all its threads included (fields 14, 15 of /proc/pid/stat)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()  # the command name may contain spaces
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads included."""
+    return sum(cpu_user_system(pid))
 
 
 def runqueue_wait_seconds(pid: int) -> float:

@@ -122,15 +122,15 @@ async def generate(url: str, token: str, sessions: int, seconds: float, mix: str
 
 # -- one phase: fresh server, N sessions -----------------------------------------------------------
 
-def phase(sessions: int, seconds: float, mix: str, tmp: Path, py_spy: str | None = None) -> dict:
-    with Server(tmp, ("--rate-limit", "0")) as server:
+def phase(sessions: int, seconds: float, mix: str, tmp: Path, py_spy: str | None = None, launcher: str = "") -> dict:
+    with Server(tmp, ("--rate-limit", "0"), launcher=launcher) as server:
         load = subprocess.Popen([sys.executable, __file__, "--generate", server.url, server.token, str(sessions),
                                  str(seconds), mix], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
         assert load.stdout.readline().strip() == "READY"
         profiler = None
         if py_spy:
-            profiler = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-o", py_spy, "--format", "raw",
-                                         "-r", "200", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            profiler = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(server.pid), "-o", py_spy, "--format", "raw",
+                                         "-r", "200", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
         rss0 = status_kb(server.pid, "VmRSS")
         cpu0, wait0 = server.cpu(), server.runqueue_wait()
@@ -175,6 +175,8 @@ def main() -> None:
     p.add_argument("--baseline-seconds", type=float, default=30)
     p.add_argument("--mix", choices=("app", "corpus"), default="app")
     p.add_argument("--py-spy", metavar="FILE", help="profile the server during the measured phase (collapsed stacks)")
+    p.add_argument("--before-tree", metavar="DIR",
+                   help="also measure the same load on `replay serve` from this checkout (git worktree): before/after")
     args = p.parse_args()
     limit = raise_fd_limit()
     if limit < 2 * args.sessions + 200:
@@ -183,6 +185,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="replay-conc-") as tmp:
         base = phase(args.baseline_sessions, args.baseline_seconds, args.mix, Path(tmp) / "base")
         print("baseline  " + describe(args.baseline_sessions, base), flush=True)
+        if args.before_tree:
+            launcher = f"{Path(__file__).resolve().parent / 'serve_tree.py'} {args.before_tree}"
+            old = phase(args.sessions, args.seconds, args.mix, Path(tmp) / "before", None, launcher)
+            print(f"BEFORE ({args.before_tree}) " + describe(args.sessions, old), flush=True)
         big = phase(args.sessions, args.seconds, args.mix, Path(tmp) / "big", args.py_spy)
         print("measured  " + describe(args.sessions, big), flush=True)
     per_session_kb = (big["rss_peak_mb"] - big["rss0_mb"]) * 1024 / args.sessions
@@ -190,6 +196,10 @@ def main() -> None:
     print(f"RATIOS {args.sessions} / {args.baseline_sessions} sessions: p99 {big['p99'] / base['p99']:.2f}x, "
           f"p50 {big['p50'] / base['p50']:.2f}x, peak RSS {big['rss_peak_mb'] / base['rss_peak_mb']:.2f}x "
           f"({per_session_kb:.0f} KB per session over idle)")
+    if args.before_tree:
+        print(f"RATIOS after / before: p99 {big['p99'] / old['p99']:.2f}x, p50 {big['p50'] / old['p50']:.2f}x, "
+              f"CPU per post {(big['cpu'] / big['requests']) / (old['cpu'] / old['requests']):.2f}x, "
+              f"peak RSS {big['rss_peak_mb'] / old['rss_peak_mb']:.2f}x")
     verdict = "MET" if big["p99"] < 100 and errors == 0 else "MISSED"
     print(f"target {args.sessions} sessions, p99 < 100 ms, no errors: {verdict} "
           f"(p99 {big['p99']:.1f} ms, {errors} errors)")

@@ -41,7 +41,10 @@ off = parse_all("gc disabled")
 gc.enable()
 gc.freeze()
 frozen = parse_all("gc.freeze()")
+gc.set_threshold(5_000, 10, 10)
+tuned = parse_all("gc.freeze() + threshold 5,000")
 gc.set_threshold(50_000, 10, 10)
-tuned = parse_all("gc.freeze() + threshold 50,000")
+high = parse_all("gc.freeze() + threshold 50,000")
 print(f"RATIO vs gc default: disabled {off / base:.2f}x, freeze {frozen / base:.2f}x, "
-      f"freeze + threshold (what replay serve does) {tuned / base:.2f}x")
+      f"freeze + threshold 5,000 (what replay serve does) {tuned / base:.2f}x, "
+      f"freeze + threshold 50,000 {high / base:.2f}x")

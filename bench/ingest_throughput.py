@@ -41,6 +41,7 @@ from benchlib import REPO, Server, cut_batches, load_recordings, machine, percen
 
 DAY_MS = 24 * 3600 * 1000
 BEFORE_LAUNCHER = str(Path(__file__).resolve().parent / "serve_default_gc.py")
+TREE_LAUNCHER = str(Path(__file__).resolve().parent / "serve_tree.py")
 
 
 # -- bodies ----------------------------------------------------------------------------------------
@@ -224,6 +225,9 @@ def main() -> None:
                    help="off: the project's policy is {enforce: false}, to see what masking costs")
     p.add_argument("--before-after", action="store_true",
                    help="each run also measures a server with default GC settings (bench/serve_default_gc.py)")
+    p.add_argument("--before-tree", metavar="DIR",
+                   help="with --before-after: BEFORE is `replay serve` from this checkout (git worktree) instead of "
+                        "default GC settings")
     p.add_argument("--repeat", type=int, default=3, help="paired floor+server runs; the median ratio counts")
     args = p.parse_args()
     recs = load_recordings()
@@ -236,6 +240,7 @@ def main() -> None:
           f"{', '.join(r.name for r in recs)}), {raw_total / 1e6:.1f} MB raw JSON; concurrency {args.concurrency}; "
           f"privacy enforcement: {'on (default policy)' if privacy else 'off'}")
     ratios = []
+    before_name = f"code in {args.before_tree}" if args.before_tree else "default GC"
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
         bodies_file = Path(tmp) / "bodies.msgpack"
         bodies_file.write_bytes(msgpack.packb(sessions))
@@ -243,8 +248,9 @@ def main() -> None:
         before = []
         for i in range(args.repeat):
             if args.before_after:
-                r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"before{i}", BEFORE_LAUNCHER)
-                print(f"run {i + 1}/{args.repeat} BEFORE (default GC): " + report(r, args), flush=True)
+                launcher = f"{TREE_LAUNCHER} {args.before_tree}" if args.before_tree else BEFORE_LAUNCHER
+                r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"before{i}", launcher)
+                print(f"run {i + 1}/{args.repeat} BEFORE ({before_name}): " + report(r, args), flush=True)
                 before.append(r["ratio"])
             r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"data{i}")
             print(f"run {i + 1}/{args.repeat}: " + report(r, args), flush=True)
@@ -255,7 +261,7 @@ def main() -> None:
         return f"median {xs[len(xs) // 2]:.2f} of {len(xs)} runs ({', '.join(f'{x:.2f}' for x in xs)})"
 
     if before:
-        print(f"RATIO BEFORE (default GC) ingest / C floor: {median(before)}")
+        print(f"RATIO BEFORE ({before_name}) ingest / C floor: {median(before)}")
     print(f"RATIO ingest / C floor: {median(ratios)}   target >= 0.50")
 
 

@@ -8,6 +8,8 @@ keep-alive connection to a `replay serve` child, 50 sessions round robin, defaul
 """
 import argparse
 import http.client
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,11 +19,13 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Server, cut_batches, load_recordings, machine, shifted  # noqa: E402
+from benchlib import Server, cpu_user_system, cut_batches, load_recordings, machine, shifted  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--posts", type=int, default=1500)
-n = p.parse_args().posts
+p.add_argument("--py-spy", metavar="FILE", help="profile the server during the posts (py-spy collapsed stacks, see bench/top_frames.py)")
+args = p.parse_args()
+n = args.posts
 rec = next(r for r in load_recordings() if r.name == "rrweb-player-demo")
 batches = cut_batches(rec)
 delta = int(time.time() * 1000) - 3600_000 - rec.events[0]["timestamp"]
@@ -42,7 +46,13 @@ with tempfile.TemporaryDirectory() as tmp, Server(Path(tmp) / "data", ("--rate-l
         conn.request("GET", "/healthz")
         conn.getresponse().read()
     health = (s.cpu() - c0) / n
-    c0, t0 = s.cpu(), time.perf_counter()
+    profiler = None
+    if args.py_spy:
+        profiler = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(s.pid), "-o",
+                                     args.py_spy, "--format", "raw", "--gil", "-r", "250"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)  # let py-spy attach before the posts start
+    c0, t0, (u0, s0) = s.cpu(), time.perf_counter(), cpu_user_system(s.pid)
     for body in bodies:
         conn.request("POST", f"/v1/recordings?token={s.token}", body=body,
                      headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
@@ -51,6 +61,11 @@ with tempfile.TemporaryDirectory() as tmp, Server(Path(tmp) / "data", ("--rate-l
         assert r.status == 200, r.status
     wall = (time.perf_counter() - t0) / n
     post = (s.cpu() - c0) / n
+    u1, s1 = cpu_user_system(s.pid)
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+        profiler.wait(30)
 print(f"machine: {machine()}")
 print(f"GET /healthz {health * 1e6:.0f} us CPU; POST upload {post * 1e6:.0f} us CPU, {wall * 1e3:.2f} ms wall "
-      f"(fsync included); RATIO post / healthz {post / health:.1f}x")
+      f"(fsync included; {(u1 - u0) / n * 1e6:.0f} us user, {(s1 - s0) / n * 1e6:.0f} us system); "
+      f"RATIO post / healthz {post / health:.1f}x")

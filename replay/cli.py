@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -38,14 +39,18 @@ def _tune_gc() -> None:
     thresholds every 700 of them start a collection; the older generations, which hold every
     module, class and function loaded at startup, are walked again and again. Measured with
     bench/ingest_throughput.py that doubled the cost of orjson.loads. Freezing what startup made
-    takes it out of every later collection, and a higher first threshold makes collections rare
-    while a batch is being decoded. An upload's objects are freed by reference counting when its
-    request ends; the collector still runs, for the rare reference cycle.
+    takes it out of every later collection, and a higher first threshold makes collections rarer
+    while a batch is being decoded. But a collection's pause grows with that threshold, and every
+    upload in flight waits for it: at 50,000 the young generation took 25-30 ms to collect and the
+    next one up 140-175 ms, which set the p99 of 1,000 concurrent sessions
+    (bench/concurrency.py); 5,000 keeps those pauses near 10 and 18 ms and costs decoding ~12%
+    (bench/gc_decode.py). An upload's objects are freed by reference counting when its request
+    ends; the collector still runs, for the rare reference cycle.
     """
     gc.collect()
     gc.freeze()
     gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, 50_000), gen1, gen2)
+    gc.set_threshold(max(gen0, 5_000), gen1, gen2)
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -221,10 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (Linux, macOS): about half asyncio's CPU per request and thread hop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "log_format", None) or "text")
-    return asyncio.run(args.run(args))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(args.run(args))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from replay.errors import BadRequest, Unauthorized, UnsupportedMediaType
@@ -71,7 +72,9 @@ async def post_recordings(request: web.Request) -> web.Response:
         events=check_events(payload.get("events"), limits),
     )
     accepted = await service.accept(project, [batch])
-    return web.json_response({"status": "ok", "accepted_events": accepted})
+    # orjson: the stdlib encoder is a visible share of a small upload's CPU.
+    return web.Response(body=orjson.dumps({"status": "ok", "accepted_events": accepted}),
+                        content_type="application/json")
 
 
 def add_routes(app: web.Application) -> None:

@@ -37,7 +37,10 @@ class Node:
         self.tag = tag
         self.attrs = attrs
         self.parent = parent
-        self.children: set[Node] | None = None
+        # Child ids, not nodes: links run child -> parent only, so a dropped mirror is freed by
+        # reference counting at once instead of waiting for a full garbage collection, and an
+        # int-keyed dict is not even tracked by the collector (a server holds millions of nodes).
+        self.children: dict[int, None] | None = None
         self.flags = 0
 
     def ancestors(self) -> Iterator[Node]:
@@ -78,18 +81,26 @@ class SessionMirror:
         return self.nodes.get(node_id) if isinstance(node_id, int) else None
 
     def add(self, node_id: int, tag: str, attrs: dict[str, object] | None, parent: Node | None) -> Node:
+        # Runs once per recorded node (tens of thousands per full snapshot): kept lean on purpose.
         kept = _EMPTY
         if attrs:
-            kept = {k: v for k, v in attrs.items() if k in self.keep and isinstance(v, str)}
-        node = Node(node_id, tag, kept or _EMPTY, parent)
-        old = self.nodes.get(node_id)
-        if old is not None:
+            names = self.keep.intersection(attrs)
+            if names:
+                kept = {k: v for k in names if isinstance(v := attrs[k], str)} or _EMPTY
+        node = Node(node_id, tag, kept, parent)
+        nodes = self.nodes
+        old = nodes.get(node_id)
+        if old is not None:  # rrweb re-adds an id when a node moves
+            if old.parent is not None and old.parent.children is not None:
+                old.parent.children.pop(node_id, None)
             self._detach(old)
-        self.nodes[node_id] = node
+        nodes[node_id] = node
         if parent is not None:
-            if parent.children is None:
-                parent.children = set()
-            parent.children.add(node)
+            children = parent.children
+            if children is None:
+                parent.children = {node_id: None}
+            else:
+                children[node_id] = None
         if tag == "input":
             self._note_password(node, None)
         return node
@@ -109,18 +120,24 @@ class SessionMirror:
 
     def remove(self, node: Node) -> None:
         """Forget ``node`` and its subtree (iteratively: recorded DOMs can be deep)."""
-        if node.parent is not None and node.parent.children is not None:
-            node.parent.children.discard(node)
+        parent = node.parent
+        if parent is not None and parent.children is not None and self.nodes.get(node.id) is node:
+            parent.children.pop(node.id, None)
         self._detach(node)
 
     def _detach(self, node: Node) -> None:
+        nodes = self.nodes
+        if nodes.get(node.id) is node:
+            del nodes[node.id]
         stack = [node]
         while stack:
             n = stack.pop()
-            if self.nodes.get(n.id) is n:
-                del self.nodes[n.id]
-            if n.children:
-                stack.extend(n.children)
+            for child_id in n.children or ():
+                child = nodes.get(child_id)
+                if child is not None and child.parent is n:  # not an id since re-added elsewhere
+                    del nodes[child_id]
+                    if child.children:
+                        stack.append(child)
 
     def _note_password(self, node: Node, old_type: str | None) -> None:
         attrs = node.attrs

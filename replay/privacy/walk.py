@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Protocol
 
+from replay.privacy.detectors import may_contain_pii, url_may_contain_pii
 from replay.privacy.mirror import BLOCKED, PASSWORD, Node, SessionMirror
 from replay.privacy.policy import MaskingPolicy
 from replay.privacy.selectors import parse_all
@@ -45,6 +46,9 @@ STRUCTURAL = frozenset({
     "readonly", "required", "multiple", "autocomplete", "contenteditable", "draggable", "hidden", "open",
     "data-rr-is-password", "http-equiv", "target", "method", "enctype", "loading", "decoding",
 })
+
+# Elements that change how their descendants' text is treated (see Walker._enter).
+_CONTEXT_TAGS = frozenset({"textarea", "option", "style", "script"})
 
 # Where a value sits, as passed to Sink.input_value.
 FORM_VALUE, FORM_INPUT_EVENT, FORM_TEXT, FORM_EDITABLE = "value", "input", "textarea", "editable"
@@ -186,6 +190,9 @@ class Walker:
         # whenever a mutation changes attributes.
         self._memo: dict[Node, Ctx] = {}
         self._smemo: dict[Any, bool] = {}
+        # None rather than an empty set: tested for every element, and SelectorSet.__bool__ is a call.
+        self._mask_selectors = rules.mask_text or None
+        self._block_selectors = rules.block or None
 
     def event(self, ev: Any) -> None:
         if not isinstance(ev, dict):
@@ -222,12 +229,17 @@ class Walker:
 
     def _enter(self, el: Node, ctx: Ctx) -> Ctx:
         """The context children of element ``el`` inherit."""
+        tag = el.tag
+        mask_selectors = self._mask_selectors
+        matches_mask = not ctx.mask_text and mask_selectors is not None and mask_selectors.matches(el, self._smemo)
+        if not matches_mask and not el.flags & BLOCKED and tag not in _CONTEXT_TAGS \
+                and "contenteditable" not in el.attrs:
+            return ctx  # nearly every element: nothing here changes what its children inherit
         blocked, mask_text, owner, kind = ctx.blocked, ctx.mask_text, ctx.owner, ctx.kind
         if el.flags & BLOCKED:
             blocked = True
-        if not mask_text and self.rules.mask_text and self.rules.mask_text.matches(el, self._smemo):
+        if matches_mask:
             mask_text = True
-        tag = el.tag
         if tag == "textarea" or tag == "option":
             owner, kind = el, tag
         elif tag == "style" or tag == "script":
@@ -271,7 +283,7 @@ class Walker:
 
     def _walk(self, root: dict[str, Any], parent: Node | None, ctx: Ctx) -> None:
         stack: list[tuple[dict[str, Any], Node | None, Ctx]] = [(root, parent, ctx)]
-        mirror, sink, rules = self.mirror, self.sink, self.rules
+        mirror, sink, block_selectors = self.mirror, self.sink, self._block_selectors
         while stack:
             sn, parent, ctx = stack.pop()
             sid = sn.get("id")
@@ -284,7 +296,7 @@ class Walker:
                 if not isinstance(attrs, dict):
                     attrs = {}
                 node = mirror.add(sid, tag, attrs, parent)
-                if not ctx.blocked and rules.block and rules.block.matches(node, self._smemo):
+                if block_selectors is not None and not ctx.blocked and block_selectors.matches(node, self._smemo):
                     node.flags |= BLOCKED
                     if sink.drops_blocked:
                         self._register(sn.get("childNodes"), node)
@@ -301,8 +313,11 @@ class Walker:
                 if isinstance(value, str) and value:
                     if kind == TEXT:
                         new = self._text(parent, ctx, value)
-                    else:  # comments: not rendered, but still recorded, so PII and mask selectors apply
+                    elif ctx.mask_text or may_contain_pii(value):
+                        # comments: not rendered, but still recorded, so PII and mask selectors apply
                         new = sink.text(parent, value, ctx.mask_text)
+                    else:
+                        continue
                     if new is not value:
                         sn["textContent"] = new
                 continue
@@ -332,7 +347,11 @@ class Walker:
 
     def _text(self, parent: Node | None, ctx: Ctx, value: str) -> str:
         kind, sink = ctx.kind, self.sink
-        if kind is None:
+        if kind is None or kind == "unknown":  # unknown ancestry: ctx.mask_text is conservative
+            # Most page text: nothing to mask and nothing a detector could match, so no sink has
+            # anything to do (both sinks act only on must-mask values and detector findings).
+            if not ctx.mask_text and not may_contain_pii(value):
+                return value
             return sink.text(parent, value, ctx.mask_text)
         if kind == "skip":
             return value
@@ -341,23 +360,27 @@ class Walker:
             return sink.input_value(ctx.owner, value, must, FORM_TEXT)
         if kind == "editable":
             return sink.input_value(ctx.owner, value, self.rules.mask_editable or ctx.mask_text, FORM_EDITABLE)
-        if kind == "option":
-            return sink.text(parent, value, ctx.mask_text or self.rules.option_masked(ctx.owner))
-        return sink.text(parent, value, ctx.mask_text)  # unknown ancestry: ctx.mask_text is conservative
+        return sink.text(parent, value, ctx.mask_text or self.rules.option_masked(ctx.owner))  # "option"
 
     def _element_attributes(self, node: Node, attrs: dict[str, Any], ctx: Ctx) -> None:
         if node.tag == "option" and attrs.get("selected") not in (None, False):
             if self.rules.select_masked(node) and self.sink.option_selected(node):
                 del attrs["selected"]
+        tag = node.tag
         for name, value in attrs.items():
-            if isinstance(value, str) and value:
-                new = self._attribute(node, node.tag, name.lower(), value)
-                if new is not value:
-                    attrs[name] = new
+            # class, style, id...: most attributes of a page, never masked (saves a call each).
+            if name in STRUCTURAL or not value or type(value) is not str:
+                continue
+            new = self._attribute(node, tag, name.lower(), value)
+            if new is not value:
+                attrs[name] = new
 
     def _attribute(self, node: Node | None, tag: str, name: str, value: str) -> str:
         sink, rules = self.sink, self.rules
         if name in URL_ATTRIBUTES:
+            # Sinks act on parameter values (which need "=") and on detector findings only.
+            if "=" not in value and not url_may_contain_pii(value):
+                return value
             return sink.url(node, name, value)
         if name in STRUCTURAL or name.startswith("rr_"):
             return value
@@ -366,13 +389,18 @@ class Walker:
                 return sink.input_value(node, value, rules.masks_value(node, self._smemo), FORM_VALUE)
             if tag == "input":
                 if node.input_type() in BUTTON_TYPES:
-                    return sink.attribute(node, name, value, False)
+                    return self._plain_attribute(node, name, value, False)
                 return sink.input_value(node, value, rules.masks_value(node, self._smemo), FORM_VALUE)
             if tag == "option":
-                return sink.attribute(node, name, value, rules.option_masked(node))
+                return self._plain_attribute(node, name, value, rules.option_masked(node))
         elif name == "label" and tag == "option":
-            return sink.attribute(node, name, value, rules.option_masked(node))
-        return sink.attribute(node, name, value, rules.attribute_masked(node, name, self._smemo))
+            return self._plain_attribute(node, name, value, rules.option_masked(node))
+        return self._plain_attribute(node, name, value, rules.attribute_masked(node, name, self._smemo))
+
+    def _plain_attribute(self, node: Node | None, name: str, value: str, must_mask: bool) -> str:
+        if not must_mask and not may_contain_pii(value):
+            return value  # nothing for any sink to do (as in _text)
+        return self.sink.attribute(node, name, value, must_mask)
 
     # --- incremental events --------------------------------------------------------------------
 
@@ -492,7 +520,7 @@ class Walker:
         if not isinstance(removes, list):
             removes = data["removes"] = []
         # Removes apply before adds/texts/attributes in the replayer, so the subtree is gone first.
-        removes.extend({"parentId": node.id, "id": child.id} for child in node.children or ())
+        removes.extend({"parentId": node.id, "id": child_id} for child_id in node.children or ())
 
     def _input(self, data: dict[str, Any]) -> None:
         text = data.get("text")
@@ -523,8 +551,10 @@ class Walker:
                         continue
                     if _looks_like_url(value):
                         new = sink.url(None, where, value)
-                    else:
+                    elif may_contain_pii(value):
                         new = sink.free_text(where, value)
+                    else:
+                        continue
                     if new is not value:
                         container[key] = new
                 elif isinstance(value, (dict, list)):

@@ -241,3 +241,27 @@ def test_mirror_cache_bounds_windows_and_forgets_idle_ones() -> None:
     cache.get(("p", "s", "w2"))
     cache.get(("p", "s", "w3"))
     assert len(cache) == 2 and cache.get(("p", "s", "w1")) is not a
+
+
+def test_moved_node_keeps_its_new_context_after_its_old_parent_is_removed() -> None:
+    # rrweb moves a node by adding it again (same id) under its new parent; removing the old
+    # parent afterwards must not forget the moved node, whose text is masked by its new place.
+    policy = MaskingPolicy(mask_text_selectors=[".private"])
+    node = {"type": 0, "id": 1, "childNodes": [{"type": 2, "id": 2, "tagName": "body", "attributes": {}, "childNodes": [
+        {"type": 2, "id": 3, "tagName": "div", "attributes": {"class": "old"}, "childNodes": [
+            {"type": 2, "id": 5, "tagName": "span", "attributes": {}, "childNodes": [
+                {"type": 3, "id": 6, "textContent": "public"}]}]},
+        {"type": 2, "id": 4, "tagName": "div", "attributes": {"class": "private"}, "childNodes": []}]}]}
+    moved = {"type": 2, "id": 5, "tagName": "span", "attributes": {}, "childNodes": [
+        {"type": 3, "id": 6, "textContent": "public"}]}
+    events = [
+        {"type": 2, "timestamp": 1, "data": {"node": node, "initialOffset": {"left": 0, "top": 0}}},
+        _mutation(2, adds=[{"parentId": 4, "nextId": None, "node": moved}]),
+        _mutation(3, removes=[{"parentId": 2, "id": 3}]),
+        _mutation(4, texts=[{"id": 6, "value": "Jane Secretname"}]),
+    ]
+    mirror = SessionMirror(mirror_attributes(policy))
+    enforced = enforce(events, policy, mirror)
+    assert mirror.get(5) is not None and mirror.get(5).parent is mirror.get(4)
+    assert mirror.get(3) is None
+    assert enforced[-1]["data"]["texts"][0]["value"] == "**** **********"
