@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import resource
@@ -79,12 +80,17 @@ async def generate(url: str, token: str, sessions: int, seconds: float, mix: str
     raise_fd_limit()
     posts = int(seconds / PERIOD) + 1
     bodies = build_bodies(mix, sessions, posts)
+    # The load process must not add pauses of its own to what it measures: its bodies (tens of
+    # thousands of objects) are frozen out of its garbage collector's walks.
+    gc.collect()
+    gc.freeze()
     print("READY", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     cpu0 = time.process_time()
     target = f"{url}/v1/recordings?token={token}"
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
     due_lat: list[float] = []
+    due_at: list[float] = []  # when each post was due, from the start of the load
     send_lat: list[float] = []
     statuses: dict[str, int] = {}
     sent = {"raw": 0, "wire": 0}
@@ -107,6 +113,7 @@ async def generate(url: str, token: str, sessions: int, seconds: float, mix: str
                 key = type(exc).__name__
             done = time.monotonic()
             due_lat.append(done - due)
+            due_at.append(due - t_start)
             send_lat.append(done - sent_at)
             statuses[key] = statuses.get(key, 0) + 1
             if key == "200":
@@ -117,7 +124,7 @@ async def generate(url: str, token: str, sessions: int, seconds: float, mix: str
     connector = aiohttp.TCPConnector(limit=sessions + 50, limit_per_host=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
         await asyncio.gather(*(session(http, b) for b in bodies))
-    return {"wall": time.monotonic() - t_start, "client_cpu": time.process_time() - cpu0, "due": due_lat, "send": send_lat, "statuses": statuses, **sent}
+    return {"wall": time.monotonic() - t_start, "client_cpu": time.process_time() - cpu0, "due": due_lat, "due_at": due_at, "send": send_lat, "statuses": statuses, **sent}
 
 
 # -- one phase: fresh server, N sessions -----------------------------------------------------------
@@ -144,11 +151,15 @@ def phase(sessions: int, seconds: float, mix: str, tmp: Path, py_spy: str | None
         if profiler:
             profiler.send_signal(2)
             profiler.wait(60)
-    due, send = result.pop("due"), result.pop("send")
+    due, send, due_at = result.pop("due"), result.pop("send"), result.pop("due_at")
+    buckets: dict[int, list[float]] = {}
+    for at, lat in zip(due_at, due):
+        buckets.setdefault(int(at // 10), []).append(lat)
     return {**result, "requests": len(due), "rss0_mb": rss0 / 1024, "rss_peak_mb": rss.peak_kb / 1024,
             "rss_end_mb": rss_end / 1024, "cpu": cpu, "wait": wait,
             "p50": percentile(due, 50) * 1000, "p99": percentile(due, 99) * 1000, "max": max(due) * 1000,
-            "send_p50": percentile(send, 50) * 1000, "send_p99": percentile(send, 99) * 1000}
+            "send_p50": percentile(send, 50) * 1000, "send_p99": percentile(send, 99) * 1000,
+            "p99_by_10s": [percentile(buckets[k], 99) * 1000 for k in sorted(buckets)]}
 
 
 def describe(n: int, r: dict) -> str:
@@ -160,13 +171,21 @@ def describe(n: int, r: dict) -> str:
             f"peak {r['rss_peak_mb']:.0f} MB, end {r['rss_end_mb']:.0f} MB; server CPU {r['cpu'] / r['wall']:.0%} "
             f"of a core, {r['cpu'] / r['requests'] * 1000:.2f} ms per post, runnable-but-waiting for a CPU "
             f"{r['wait'] / r['wall']:.0%} of the time (load process CPU {r['client_cpu'] / r['wall']:.0%}); "
-            f"errors {r['requests'] - ok}")
+            f"errors {r['requests'] - ok}; p99 per 10 s of load: "
+            f"{' '.join(f'{v:.0f}' for v in r['p99_by_10s'])} ms")
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--generate":
         _, _, url, token, sessions, seconds, mix = sys.argv
-        print(json.dumps(asyncio.run(generate(url, token, int(sessions), float(seconds), mix))), flush=True)
+        try:  # the load process's own event loop: uvloop where installed (as replay serve does)
+            import uvloop
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            loop_factory = None
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            result = runner.run(generate(url, token, int(sessions), float(seconds), mix))
+        print(json.dumps(result), flush=True)
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, default=1000)

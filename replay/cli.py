@@ -44,13 +44,17 @@ def _tune_gc() -> None:
     upload in flight waits for it: at 50,000 the young generation took 25-30 ms to collect and the
     next one up 140-175 ms, which set the p99 of 1,000 concurrent sessions
     (bench/concurrency.py); 5,000 keeps those pauses near 10 and 18 ms and costs decoding ~12%
-    (bench/gc_decode.py). An upload's objects are freed by reference counting when its request
-    ends; the collector still runs, for the rare reference cycle.
+    (bench/gc_decode.py). A full collection walks every object the server holds, mostly the
+    privacy mirrors' nodes (~0.4 us each: 200-400 ms at 1,000 concurrent sessions), and by default
+    one may start every ten collections of the middle generation, i.e. every 20-30 s under load; a
+    third threshold of 100 makes that every few minutes. An upload's objects are freed by reference
+    counting when its request ends and the mirrors hold no cycles, so the collector is left with
+    the rare reference cycle, which can wait.
     """
     gc.collect()
     gc.freeze()
     gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, 5_000), gen1, gen2)
+    gc.set_threshold(max(gen0, 5_000), gen1, max(gen2, 100))
 
 
 async def _serve(args: argparse.Namespace) -> int:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import unquote, urlparse
 
+import orjson
+
 from replay.catalog.records import ApiKey, BlockRow, Project, SessionSummary
 from replay.catalog.summary import EventStats
 from replay.codec import Footer
@@ -303,9 +305,11 @@ class SqliteCatalog:
         stats, windows, meta = d.stats, list(d.window_ids), dict(d.meta)
         distinct, size, stored = d.distinct_id, d.size_bytes, d.stored_bytes
         if row is not None:
-            stats = EventStats.from_dict(json.loads(row["stats"])).merge(stats)
-            windows = json.loads(row["window_ids"]) + [w for w in windows if w not in json.loads(row["window_ids"])]
-            meta = {**json.loads(row["meta"]), **meta}
+            # orjson: this runs once per session per flush, and the stdlib codec was a third of it.
+            stats = EventStats.from_dict(orjson.loads(row["stats"])).merge(stats)
+            known = orjson.loads(row["window_ids"])
+            windows = known + [w for w in windows if w not in known]
+            meta = {**orjson.loads(row["meta"]), **meta}
             distinct = distinct or row["distinct_id"]
             size += row["size_bytes"]
             stored += row["stored_bytes"]
@@ -313,10 +317,10 @@ class SqliteCatalog:
             return
         db.execute(
             "INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (d.project_id, d.session_id, distinct, json.dumps(windows), stats.first_ts, stats.last_ts,
+            (d.project_id, d.session_id, distinct, orjson.dumps(windows).decode(), stats.first_ts, stats.last_ts,
              stats.last_ts - stats.first_ts, stats.active_ms, stats.clicks, stats.keypresses,
              stats.console_errors, stats.urls[0] if stats.urls else meta.get("url"), stats.events, size, stored,
-             json.dumps(stats.to_dict()), json.dumps(meta), int(time.time() * 1000)))
+             orjson.dumps(stats.to_dict()).decode(), orjson.dumps(meta).decode(), int(time.time() * 1000)))
 
     async def has_batch(self, project_id: str, session_id: str, batch_id: str) -> bool:
         """Whether this batch is already stored (read on the calling thread: see ``_reader``)."""

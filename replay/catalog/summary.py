@@ -65,7 +65,10 @@ class EventStats:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EventStats":
-        return cls(**{k: d.get(k, getattr(cls(), k)) for k in cls().to_dict()})
+        return cls(**{k: d[k] for k in _STAT_FIELDS if k in d})  # missing keys take the defaults
+
+
+_STAT_FIELDS = tuple(EventStats().to_dict())
 
 
 def merge_intervals(intervals: Iterable[list[int]]) -> list[list[int]]:

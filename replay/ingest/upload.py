@@ -16,6 +16,16 @@ async def read_upload(request: web.Request, limits: Limits) -> bytes:
     if declared is not None and declared > limits.max_body_bytes:
         raise PayloadTooLarge(f"body of {declared} bytes is over the {limits.max_body_bytes} byte limit",
                               code="body_too_large")
+    content = request.content
+    if content.is_eof():
+        # The whole body came with the headers (nearly every upload: they are a few KB): it is
+        # already buffered, so there is nothing to wait for and no timeout to arm.
+        body = content.read_nowait(-1)
+        if len(body) > limits.max_body_bytes:
+            raise PayloadTooLarge(f"body is over the {limits.max_body_bytes} byte limit", code="body_too_large")
+        if not body:
+            raise BadRequest("the body is empty", code="empty_body")
+        return body
     chunks: list[bytes] = []
     size = 0
     try:

@@ -66,6 +66,10 @@ class SessionMirror:
     def __init__(self, keep_attributes: frozenset[str] = frozenset()) -> None:
         self.keep = STRUCTURAL_ATTRIBUTES | keep_attributes
         self.nodes: dict[int, Node] = {}
+        # Text, comment and doctype nodes: id -> parent. About half of a page's nodes; masking only
+        # ever needs their parent, and a dict entry is far lighter than a Node for memory and for
+        # the garbage collector, whose pauses grow with the number of objects a server holds.
+        self.leaves: dict[int, Node | None] = {}
         # "name:pw" / "id:pw" of inputs that were ever passwords: a show-password widget that swaps
         # the element for a new type=text input keeps the name, and the new input stays masked.
         self.password_keys: set[str] = set()
@@ -75,6 +79,7 @@ class SessionMirror:
     def reset(self) -> None:
         """A full snapshot re-describes the whole page; password history survives it."""
         self.nodes.clear()
+        self.leaves.clear()
         self.full_snapshots += 1
 
     def get(self, node_id: object) -> Node | None:
@@ -105,6 +110,32 @@ class SessionMirror:
             self._note_password(node, None)
         return node
 
+    def add_leaf(self, node_id: int, parent: Node | None) -> None:
+        """A text, comment or doctype node: only its parent is kept."""
+        leaves = self.leaves
+        if node_id in leaves:  # moved: forget the old place
+            old_parent = leaves[node_id]
+            if old_parent is not None and old_parent.children is not None:
+                old_parent.children.pop(node_id, None)
+        leaves[node_id] = parent
+        if parent is not None:
+            children = parent.children
+            if children is None:
+                parent.children = {node_id: None}
+            else:
+                children[node_id] = None
+
+    def leaf_parent(self, node_id: object) -> tuple[bool, Node | None]:
+        """(whether ``node_id`` is a known leaf, its parent)."""
+        if isinstance(node_id, int) and node_id in self.leaves:
+            return True, self.leaves[node_id]
+        return False, None
+
+    def remove_leaf(self, node_id: int) -> None:
+        parent = self.leaves.pop(node_id, None)
+        if parent is not None and parent.children is not None:
+            parent.children.pop(node_id, None)
+
     def set_attribute(self, node: Node, name: str, value: str | None) -> None:
         if name not in self.keep:
             return
@@ -129,15 +160,19 @@ class SessionMirror:
         nodes = self.nodes
         if nodes.get(node.id) is node:
             del nodes[node.id]
+        leaves = self.leaves
         stack = [node]
         while stack:
             n = stack.pop()
             for child_id in n.children or ():
                 child = nodes.get(child_id)
-                if child is not None and child.parent is n:  # not an id since re-added elsewhere
-                    del nodes[child_id]
-                    if child.children:
-                        stack.append(child)
+                if child is not None:
+                    if child.parent is n:  # not an id since re-added elsewhere
+                        del nodes[child_id]
+                        if child.children:
+                            stack.append(child)
+                elif leaves.get(child_id) is n:
+                    del leaves[child_id]
 
     def _note_password(self, node: Node, old_type: str | None) -> None:
         attrs = node.attrs

@@ -186,8 +186,9 @@ class Walker:
         self.rules = rules
         self.mirror = mirror
         self.sink = sink
-        # Both memos hold only while the mirrored tree does not change: reset per event and
-        # whenever a mutation changes attributes.
+        # Both memos hold while no mirrored node changes its attributes or place: reset when a
+        # mutation changes attributes and at a full snapshot. Adds and removes leave them valid
+        # (a moved node is a new Node object), so one batch's mutations share them.
         self._memo: dict[Node, Ctx] = {}
         self._smemo: dict[Any, bool] = {}
         # None rather than an empty set: tested for every element, and SelectorSet.__bool__ is a call.
@@ -201,8 +202,6 @@ class Walker:
         if not isinstance(data, dict):
             return
         kind = ev.get("type")
-        if self._memo or self._smemo:
-            self._memo, self._smemo = {}, {}
         if kind == INCREMENTAL:
             source = data.get("source")
             if source == MUTATION:
@@ -214,6 +213,7 @@ class Walker:
         elif kind == FULL_SNAPSHOT:
             node = data.get("node")
             if isinstance(node, dict):
+                self._memo, self._smemo = {}, {}
                 self.mirror.reset()
                 self._walk(node, None, ROOT)
         elif kind == META:
@@ -308,7 +308,7 @@ class Walker:
                     sink.field(node)
                 self._element_attributes(node, attrs, child_ctx)
             elif kind == TEXT or kind == COMMENT or kind == CDATA:
-                node = mirror.add(sid, "#text" if kind == TEXT else "#comment", None, parent)
+                mirror.add_leaf(sid, parent)
                 value = sn.get("textContent")
                 if isinstance(value, str) and value:
                     if kind == TEXT:
@@ -325,7 +325,7 @@ class Walker:
                 node = mirror.add(sid, "#document", None, parent)
                 child_ctx = ctx
             else:
-                mirror.add(sid, "#doctype", None, parent)
+                mirror.add_leaf(sid, parent)  # doctype
                 continue
             children = sn.get("childNodes")
             if isinstance(children, list):
@@ -411,7 +411,13 @@ class Walker:
             kept = []
             for item in removes:
                 node = mirror.get(item.get("id")) if isinstance(item, dict) else None
-                if node is not None:
+                if node is None and isinstance(item, dict):
+                    leaf, parent = mirror.leaf_parent(item.get("id"))
+                    if leaf:
+                        mirror.remove_leaf(item["id"])
+                        if sink.drops_blocked and parent is not None and self._ctx_of(parent).blocked:
+                            continue
+                elif node is not None:
                     if sink.drops_blocked and node.parent is not None and self._ctx_of(node.parent).blocked:
                         mirror.remove(node)
                         continue
@@ -463,13 +469,15 @@ class Walker:
         for item in texts:
             if not isinstance(item, dict):
                 continue
-            node = self.mirror.get(item.get("id"))
-            parent = node.parent if node is not None else None
-            ctx = self._ctx_of(parent) if node is not None else self._unknown
+            known, parent = self.mirror.leaf_parent(item.get("id"))
+            if not known:  # rrweb sends texts for text nodes; an element id is read the same way
+                node = self.mirror.get(item.get("id"))
+                known, parent = node is not None, node.parent if node is not None else None
+            ctx = self._ctx_of(parent) if known else self._unknown
             if ctx.blocked:
                 if self.sink.drops_blocked:
                     continue
-                self.sink.blocked(_blocked_root(node), None)
+                self.sink.blocked(_blocked_root(parent), None)
             value = item.get("value")
             if isinstance(value, str) and value:
                 new = self._text(parent, ctx, value)

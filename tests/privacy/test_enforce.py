@@ -265,3 +265,15 @@ def test_moved_node_keeps_its_new_context_after_its_old_parent_is_removed() -> N
     assert mirror.get(5) is not None and mirror.get(5).parent is mirror.get(4)
     assert mirror.get(3) is None
     assert enforced[-1]["data"]["texts"][0]["value"] == "**** **********"
+
+
+def test_removed_element_takes_its_text_nodes_with_it() -> None:
+    policy = MaskingPolicy(mask_text_selectors=[".private"])
+    node = {"type": 0, "id": 1, "childNodes": [{"type": 2, "id": 2, "tagName": "body", "attributes": {}, "childNodes": [
+        {"type": 2, "id": 3, "tagName": "p", "attributes": {"class": "private"}, "childNodes": [
+            {"type": 3, "id": 4, "textContent": "hidden"}]}]}]}
+    mirror = SessionMirror(mirror_attributes(policy))
+    enforce([{"type": 2, "timestamp": 1, "data": {"node": node, "initialOffset": {"left": 0, "top": 0}}}], policy, mirror)
+    assert mirror.leaf_parent(4) == (True, mirror.get(3))
+    enforce([_mutation(2, removes=[{"parentId": 2, "id": 3}])], policy, mirror)
+    assert mirror.leaf_parent(4) == (False, None) and mirror.get(3) is None
