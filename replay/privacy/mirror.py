@@ -96,16 +96,10 @@ class SessionMirror:
         nodes = self.nodes
         old = nodes.get(node_id)
         if old is not None:  # rrweb re-adds an id when a node moves
-            if old.parent is not None and old.parent.children is not None:
-                old.parent.children.pop(node_id, None)
+            _unlink(old.parent, node_id)
             self._detach(old)
         nodes[node_id] = node
-        if parent is not None:
-            children = parent.children
-            if children is None:
-                parent.children = {node_id: None}
-            else:
-                children[node_id] = None
+        _link(parent, node_id)
         if tag == "input":
             self._note_password(node, None)
         return node
@@ -114,16 +108,9 @@ class SessionMirror:
         """A text, comment or doctype node: only its parent is kept."""
         leaves = self.leaves
         if node_id in leaves:  # moved: forget the old place
-            old_parent = leaves[node_id]
-            if old_parent is not None and old_parent.children is not None:
-                old_parent.children.pop(node_id, None)
+            _unlink(leaves[node_id], node_id)
         leaves[node_id] = parent
-        if parent is not None:
-            children = parent.children
-            if children is None:
-                parent.children = {node_id: None}
-            else:
-                children[node_id] = None
+        _link(parent, node_id)
 
     def leaf_parent(self, node_id: object) -> tuple[bool, Node | None]:
         """(whether ``node_id`` is a known leaf, its parent)."""
@@ -132,9 +119,7 @@ class SessionMirror:
         return False, None
 
     def remove_leaf(self, node_id: int) -> None:
-        parent = self.leaves.pop(node_id, None)
-        if parent is not None and parent.children is not None:
-            parent.children.pop(node_id, None)
+        _unlink(self.leaves.pop(node_id, None), node_id)
 
     def set_attribute(self, node: Node, name: str, value: str | None) -> None:
         if name not in self.keep:
@@ -151,9 +136,8 @@ class SessionMirror:
 
     def remove(self, node: Node) -> None:
         """Forget ``node`` and its subtree (iteratively: recorded DOMs can be deep)."""
-        parent = node.parent
-        if parent is not None and parent.children is not None and self.nodes.get(node.id) is node:
-            parent.children.pop(node.id, None)
+        if self.nodes.get(node.id) is node:
+            _unlink(node.parent, node.id)
         self._detach(node)
 
     def _detach(self, node: Node) -> None:
@@ -186,6 +170,19 @@ class SessionMirror:
             node.flags |= PASSWORD
         if node.flags & PASSWORD:
             self.password_keys.update(f"{k}:{attrs[k]}" for k in ("id", "name") if attrs.get(k))
+
+
+def _link(parent: Node | None, child_id: int) -> None:
+    if parent is not None:
+        if parent.children is None:
+            parent.children = {child_id: None}
+        else:
+            parent.children[child_id] = None
+
+
+def _unlink(parent: Node | None, child_id: int) -> None:
+    if parent is not None and parent.children is not None:
+        parent.children.pop(child_id, None)
 
 
 class MirrorCache:
