@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU per ingest stage, in one process, over real ~2 s uploads: where a post's time goes without HTTP.
 
-    .venv/bin/python bench/stage_cost.py [--recording rrweb-player-demo] [--repeat 5]
+    .venv/bin/python bench/stage_cost.py [--recording rrweb-player-demo] [--repeat 5] [--tree DIR]
 
 Runs the stages `POST /v1/recordings` runs, in order, on each upload of the chosen recordings
 (all of the corpus by default): gunzip, `parse_json`, `check_events`, privacy enforcement with the
@@ -9,7 +9,8 @@ default policy (one mirror per window, batches in order), `codec.pack_items`, `s
 spool record. Prints microseconds of CPU per upload for each stage and each stage's share, with
 the garbage collector tuned as `replay serve` tunes it. The baseline is the C floor of the same
 bodies (gunzip + `orjson.loads` + `msgpack.packb` + zstd-3), so the last line is the in-process
-ratio the ingest target is about.
+ratio the ingest target is about. ``--tree DIR`` measures the replay package of another checkout
+(``git worktree add DIR <commit>``): run it for the code before a change and after, back to back.
 """
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ import msgpack
 import orjson
 import zstandard
 
+_tree = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv else str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, _tree)
 from benchlib import cut_batches, load_recordings, machine  # noqa: E402
 
 from replay import codec  # noqa: E402
@@ -42,6 +44,7 @@ from replay.spool import SpooledBatch  # noqa: E402
 p = argparse.ArgumentParser()
 p.add_argument("--recording", action="append", help="only these recordings (default: all)")
 p.add_argument("--repeat", type=int, default=5, help="passes over the uploads; the best pass counts")
+p.add_argument("--tree", help="import replay from this checkout instead of this one")
 args = p.parse_args()
 
 recs = [r for r in load_recordings() if not args.recording or r.name in args.recording]
@@ -102,7 +105,9 @@ best = min((one_pass() for _ in range(args.repeat)), key=lambda s: sum(s.values(
 floor = min(floor_pass() for _ in range(args.repeat))
 total = sum(best.values())
 n = len(bodies)
-print(f"machine: {machine()}")
+import replay  # noqa: E402
+
+print(f"machine: {machine()}; replay from {Path(replay.__file__).parent.parent}")
 print(f"{n} uploads from {', '.join(r.name for r in recs)}; {raw_mb:.1f} MB raw JSON; best of {args.repeat}")
 for stage in STAGES:
     print(f"  {stage:<13} {best[stage] / n * 1e6:8.0f} us/upload  {best[stage] / total:6.1%}  "
