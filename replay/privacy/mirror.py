@@ -121,9 +121,10 @@ class SessionMirror:
     def remove_leaf(self, node_id: int) -> None:
         _unlink(self.leaves.pop(node_id, None), node_id)
 
-    def set_attribute(self, node: Node, name: str, value: str | None) -> None:
+    def set_attribute(self, node: Node, name: str, value: str | None) -> bool:
+        """Record an attribute change; False when the mirror does not keep ``name`` (nothing changed)."""
         if name not in self.keep:
-            return
+            return False
         old_type = node.attrs.get("type") if name == "type" else None
         if node.attrs is _EMPTY:
             node.attrs = {}
@@ -133,6 +134,7 @@ class SessionMirror:
             node.attrs[name] = value
         if node.tag == "input":
             self._note_password(node, old_type)
+        return True
 
     def remove(self, node: Node) -> None:
         """Forget ``node`` and its subtree (iteratively: recorded DOMs can be deep)."""

@@ -500,14 +500,18 @@ class Walker:
                     if sink.drops_blocked:
                         continue
                     sink.blocked(_blocked_root(node), None)
+                changed = False
                 for name, value in attrs.items():
                     if value is None or isinstance(value, str):
-                        mirror.set_attribute(node, name.lower(), value)
-                self._memo, self._smemo = {}, {}
-                if rules.block and not node.flags & BLOCKED and rules.block.matches(node, self._smemo):
-                    self._now_blocked(data, node)
-                    if sink.drops_blocked:
-                        continue
+                        changed |= mirror.set_attribute(node, name.lower(), value)
+                # Only attributes the mirror keeps (those selectors and form rules test) can change
+                # a context or a match; style and most others, the bulk of attribute mutations, cannot.
+                if changed:
+                    self._memo, self._smemo = {}, {}
+                    if rules.block and not node.flags & BLOCKED and rules.block.matches(node, self._smemo):
+                        self._now_blocked(data, node)
+                        if sink.drops_blocked:
+                            continue
             tag = node.tag if node is not None else ""
             for name, value in attrs.items():
                 if isinstance(value, str) and value:
