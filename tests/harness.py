@@ -12,12 +12,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Coroutine, TypeVar
 
 import requests
 import zstandard
+from aiohttp import web
 
 from replay import codec
 from replay.config import Settings
@@ -28,6 +31,30 @@ from replay.web.app import start_server
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@contextmanager
+def serve_app(app: web.Application) -> Iterator[str]:
+    """Any aiohttp app (a test site, a wiretap) on 127.0.0.1:<free port> in its own thread; yields its base URL."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    base: list[str] = []
+
+    async def start() -> None:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        base.append("http://127.0.0.1:%d" % runner.addresses[0][1])
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield base[0]
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 @dataclass

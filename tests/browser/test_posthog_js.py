@@ -17,12 +17,10 @@ text reaches the store, and the player rebuilds the first page with masked field
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +30,7 @@ import pytest
 import requests
 from aiohttp import ClientSession, web
 
-from harness import ThreadedReplay, start_test_server, stored_events_text
+from harness import ThreadedReplay, serve_app, start_test_server, stored_events_text
 from replay.ingest.posthog_wire import parse_snapshot_request
 from signin import sign_in_page
 
@@ -80,30 +78,6 @@ SECOND_BODY = """<p id="thanks">Thank you, this is the second page.</p>"""
 
 
 # -- servers -------------------------------------------------------------------------------------
-
-@contextmanager
-def serve(app: web.Application):
-    """An aiohttp app on 127.0.0.1:<free port> in its own thread; yields its base URL."""
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    base: list[str] = []
-
-    async def start() -> None:
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        base.append("http://127.0.0.1:%d" % runner.addresses[0][1])
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
-        yield base[0]
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
 
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
@@ -177,7 +151,7 @@ class Wiretap:
 @pytest.fixture(scope="module")
 def tap(replay):
     wiretap = Wiretap(replay.url)
-    with serve(wiretap.app()) as url:
+    with serve_app(wiretap.app()) as url:
         wiretap.url = url
         yield wiretap
 
@@ -211,7 +185,7 @@ def site(replay, project, tap):
     app = web.Application()
     app.router.add_get("/{api:direct|tap}/{variant}/{flush:\\d+}/{page:one|two}", page)
     app.router.add_get("/vendor/posthog-js-1.251.0/{name:array(?:\\.full)?\\.js}", posthog_1_251)
-    with serve(app) as url:
+    with serve_app(app) as url:
         holder["url"] = url
         yield url
 

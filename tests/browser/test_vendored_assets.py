@@ -4,14 +4,13 @@ The assets are served the way the app must serve them: `.cjs` as JavaScript
 with `nosniff`, under a strict CSP, so a wrong MIME type or a CSP the player
 cannot live with fails here first.
 """
-import asyncio
 import json
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+
+from harness import serve_app
 
 REPO = Path(__file__).resolve().parents[2]
 VENDOR = REPO / "player_assets" / "vendor"
@@ -59,40 +58,13 @@ async def page_handler(request: web.Request) -> web.Response:
     )
 
 
-@contextmanager
-def serve(app: web.Application):
-    """Run an aiohttp app on 127.0.0.1:<free port> in a thread; yield its base URL."""
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    started = threading.Event()
-    base = []
-
-    async def start():
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base.append("http://127.0.0.1:%d" % runner.addresses[0][1])
-        started.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()))
-    thread.start()
-    assert started.wait(10), "static server did not start"
-    try:
-        yield base[0]
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
 @pytest.fixture(scope="module")
 def asset_server():
     app = web.Application()
     app.router.add_get("/", page_handler)
     app.router.add_get("/vendor/{path:.+}", static_from(VENDOR.resolve()))
     app.router.add_get("/fixtures/{path:.+}", static_from(FIXTURES.resolve()))
-    with serve(app) as base:
+    with serve_app(app) as base:
         yield base
 
 
