@@ -18,6 +18,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -99,10 +101,23 @@ def record_sessions(server) -> str:
     return project.id
 
 
-def start_compactor(data: Path, store_args: list[str], project_id: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "replay", "compact", "--data", str(data), *store_args,
+@contextmanager
+def compactor_held_at_swap(data: Path, store_args: list[str], project_id: str
+                           ) -> Iterator[tuple[CatalogWriteLock, subprocess.Popen]]:
+    """`replay compact` of session s while the catalog is write-locked (it stops before its swap).
+
+    Yields the lock and the process; on the way out the lock is released and the process killed.
+    """
+    lock = CatalogWriteLock(data)
+    proc = subprocess.Popen([sys.executable, "-m", "replay", "compact", "--data", str(data), *store_args,
                              "--project", project_id, "--session", "s", "--idle", "0", "--compact-grace", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        yield lock, proc
+    finally:
+        lock.release()
+        if proc.poll() is None:
+            proc.kill()
 
 
 def session_files(data: Path) -> list[Path]:
@@ -122,16 +137,10 @@ def test_kill_between_put_and_catalog_swap_loses_nothing(make_server, tmp_path, 
     old_blocks = block_keys(data, "s")
     summary = summaries(data)
 
-    lock = CatalogWriteLock(data)
-    proc = start_compactor(data, [], project_id)
-    try:
+    with compactor_held_at_swap(data, [], project_id) as (_lock, proc):
         [orphan] = wait_for(lambda: session_files(data), what="the session object")
         proc.kill()
         proc.wait(10)
-    finally:
-        lock.release()
-        if proc.poll() is None:
-            proc.kill()
 
     # The catalog never saw the new object: every session plays from its old blocks, unchanged.
     assert block_keys(data, "s") == old_blocks
@@ -195,19 +204,15 @@ def test_kill_between_catalog_swap_and_deletes_on_s3_loses_nothing(make_server, 
     shared = {k for k, in catalog_rows(data, "SELECT object_key FROM blocks WHERE session_id='t'")}
     summary = summaries(data)
 
-    lock = CatalogWriteLock(data)
-    proc = start_compactor(data, store_args, project_id)
     try:
-        wait_for(lambda: any("/sessions/" in k for k in moto_process.keys(bucket)), what="the session object")
-        moto_process.freeze()  # the store stops answering: the deletes after the swap will hang
-        lock.release()
-        wait_for(lambda: all(is_session_object(k) for k in block_keys(data, "s")), what="the catalog swap")
-        proc.kill()
-        proc.wait(10)
-    finally:
-        lock.release()
-        if proc.poll() is None:
+        with compactor_held_at_swap(data, store_args, project_id) as (lock, proc):
+            wait_for(lambda: any("/sessions/" in k for k in moto_process.keys(bucket)), what="the session object")
+            moto_process.freeze()  # the store stops answering: the deletes after the swap will hang
+            lock.release()
+            wait_for(lambda: all(is_session_object(k) for k in block_keys(data, "s")), what="the catalog swap")
             proc.kill()
+            proc.wait(10)
+    finally:
         moto_process.thaw()
 
     # Swapped, not cleaned up: s plays from its session object, the replaced objects are recorded as garbage.
