@@ -145,6 +145,14 @@ class ReplayProcess:
         for line in self.proc.stdout:
             self.output.append(line)
 
+    def printed(self, pattern: str) -> str:
+        """The first group of ``pattern`` in the first line of output it matches (the startup banner)."""
+        for line in self.output:
+            m = re.search(pattern, line)
+            if m:
+                return m.group(1)
+        raise AssertionError(f"{pattern} not in output:\n{''.join(self.output)}")
+
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)

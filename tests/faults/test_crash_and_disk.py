@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import socket
 import subprocess
 import threading
@@ -21,13 +20,6 @@ from tcp_proxy import TcpProxy
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def grab(pattern, lines):
-    for line in lines:
-        m = re.search(pattern, line)
-        if m:
-            return m.group(1)
-    raise AssertionError(f"{pattern} not in output:\n{''.join(lines)}")
-
 
 def read_events(url, project_id, api_key, sid):
     r = requests.get(f"{url}/api/projects/{project_id}/sessions/{sid}/events",
@@ -38,8 +30,8 @@ def read_events(url, project_id, api_key, sid):
 def test_sigkill_under_load_then_restart_recovers_every_acknowledged_event(tmp_path):
     data = tmp_path / "data"
     proc = ReplayProcess(data, "--flush-interval", "0.5", "--rate-limit", "0").start()
-    token, project_id = grab(r"ingest token: (\S+)", proc.output), grab(r"project (\S+) ", proc.output)
-    api_key = grab(r"API key \(shown once, keep it\): (\S+)", proc.output)
+    token, project_id = proc.printed(r"ingest token: (\S+)"), proc.printed(r"project (\S+) ")
+    api_key = proc.printed(r"API key \(shown once, keep it\): (\S+)")
     loads = [LoadGenerator(proc.url, token, sessions=4, rate=40.0, first_seq=i * 100_000, pad=100).start()
              for i in range(3)]
     time.sleep(3)  # flushes happen meanwhile: the kill can land anywhere in one
@@ -73,8 +65,8 @@ def test_store_dying_between_put_and_catalogue_recovers_once(tmp_path, s3_endpoi
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     try:
         proc = ReplayProcess(tmp_path / "d", *args, "--flush-interval", "3600", env=env).start()
-        token, project_id = grab(r"ingest token: (\S+)", proc.output), grab(r"project (\S+) ", proc.output)
-        api_key = grab(r"API key \(shown once, keep it\): (\S+)", proc.output)
+        token, project_id = proc.printed(r"ingest token: (\S+)"), proc.printed(r"project (\S+) ")
+        api_key = proc.printed(r"API key \(shown once, keep it\): (\S+)")
         events = {f"s{i}": batch_events(i, i, 50) for i in range(3)}
         for sid, evs in events.items():
             assert post_batch(proc.url, token, sid, evs, batch_id="b").status_code == 200

@@ -142,12 +142,12 @@ def test_windows_merge_by_timestamp(server, project):
 
 def test_sigkill_after_200_loses_nothing(tmp_path):
     proc = ReplayProcess(tmp_path / "data", "--flush-interval", "3600").start()
-    token = re_search(r"ingest token: (\S+)", proc.output)
+    token = proc.printed(r"ingest token: (\S+)")
     assert post_batch(proc.url, token, "killed", FIXTURE, batch_id="b1").status_code == 200
     proc.kill()
     proc = ReplayProcess(tmp_path / "data", "--flush-interval", "3600").start()
     try:
-        project_id = re_search(r"project (\S+) ", proc.output)
+        project_id = proc.printed(r"project (\S+) ")
         out = subprocess.run([sys.executable, "-m", "replay", "export", "--data", str(tmp_path / "data"),
                               "--project", project_id, "--session", "killed"],
                              capture_output=True, check=True, cwd=ROOT).stdout
@@ -158,8 +158,8 @@ def test_sigkill_after_200_loses_nothing(tmp_path):
 
 def test_sigterm_flushes_the_spool_before_exit(tmp_path):
     proc = ReplayProcess(tmp_path / "data", "--flush-interval", "3600").start()
-    token = re_search(r"ingest token: (\S+)", proc.output)
-    project_id = re_search(r"project (\S+) ", proc.output)
+    token = proc.printed(r"ingest token: (\S+)")
+    project_id = proc.printed(r"project (\S+) ")
     assert post_batch(proc.url, token, "graceful", FIXTURE, batch_id="b1").status_code == 200
     assert proc.terminate() == 0
     assert not list((tmp_path / "data" / "spool").glob("*.wal"))
@@ -197,11 +197,3 @@ def test_reindex_restores_every_session_from_footers(make_server, tmp_path):
     assert strip(after) == strip(before)
     assert fetch_events(again.url, project, "s0") == by_time(FIXTURE[0:70] + FIXTURE[200:])
 
-
-def re_search(pattern, lines):
-    import re
-    for line in lines:
-        m = re.search(pattern, line)
-        if m:
-            return m.group(1)
-    raise AssertionError(f"{pattern} not in output:\n{''.join(lines)}")
