@@ -140,7 +140,7 @@ def phase(sessions: int, seconds: float, mix: str, tmp: Path, py_spy: str | None
                                          "-r", "200", "--gil", "--threads"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
         rss0 = status_kb(server.pid, "VmRSS")
-        cpu0, wait0, (user0, sys0) = server.cpu(), server.runqueue_wait(), cpu_user_system(server.pid)
+        cpu0, wait0, sys0 = server.cpu(), server.runqueue_wait(), cpu_user_system(server.pid)[1]
         with RssSampler(server.pid, interval=0.05) as rss:
             load.stdin.write("GO\n")
             load.stdin.flush()
@@ -148,7 +148,7 @@ def phase(sessions: int, seconds: float, mix: str, tmp: Path, py_spy: str | None
             load.wait()
             rss_end = status_kb(server.pid, "VmRSS")
         cpu, wait = server.cpu() - cpu0, server.runqueue_wait() - wait0
-        user1, sys1 = cpu_user_system(server.pid)
+        sys1 = cpu_user_system(server.pid)[1]
         if profiler:
             profiler.send_signal(2)
             profiler.wait(60)
@@ -180,12 +180,10 @@ def describe(n: int, r: dict) -> str:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--generate":
         _, _, url, token, sessions, seconds, mix = sys.argv
-        try:  # the load process's own event loop: uvloop where installed (as replay serve does)
-            import uvloop
-            loop_factory = uvloop.new_event_loop
-        except ImportError:
-            loop_factory = None
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        from replay.cli import event_loop_factory
+
+        # The load process runs on the same event loop as replay serve (uvloop where installed).
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             result = runner.run(generate(url, token, int(sessions), float(seconds), mix))
         print(json.dumps(result), flush=True)
         return

@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where it is installed (Linux, macOS): about half asyncio's CPU per request and thread hop."""
     try:
         import uvloop
@@ -242,7 +242,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(getattr(args, "log_format", None) or "text")
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(args.run(args))
 
 
