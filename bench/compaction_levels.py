@@ -132,7 +132,7 @@ def main() -> int:
     results: dict = {"machine": machine(), "sessions": []}
 
     print("\n## whole session, one frame, ratio to gzip-6 (lower is better)\n")
-    print(f"| session | events | JSON MB | msgpack MB | gzip-6 | hot zstd-3/10 s | " +
+    print("| session | events | JSON MB | msgpack MB | gzip-6 | hot zstd-3/10 s | " +
           " | ".join(f"L{lv} LDM" for lv in levels) + " | L19 no LDM |")
     print("|---|---:|---:|---:|---:|---:|" + "---:|" * (len(levels) + 1))
     long_items: list[bytes] = []

@@ -15,7 +15,6 @@ ratio the ingest target is about. ``--tree DIR`` measures the replay package of 
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import sys
 import time
