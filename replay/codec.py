@@ -9,6 +9,7 @@ the objects alone; the trailer is the footer's length and a magic number, read w
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,8 +78,23 @@ def pack_items(window_id: str, events: list[dict[str, Any]]) -> bytes:
 
 def compress_block(parts: list[bytes], count: int, level: int = HOT_LEVEL) -> bytes:
     """One zstd frame of the msgpack array made of ``count`` packed items in ``parts``."""
-    cctx = zstandard.ZstdCompressor(level=level)
-    return cctx.compress(array_header(count) + b"".join(parts))
+    return _compressor(level).compress(array_header(count) + b"".join(parts))
+
+
+_compressors = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    # A compressor holds a zstd context (about 1 MB at level 3) and is not thread-safe. A flush
+    # compresses one block per session: making a context for each cost more than compressing a
+    # small session's block, so each thread keeps one per level.
+    cache = getattr(_compressors, "by_level", None)
+    if cache is None:
+        cache = _compressors.by_level = {}
+    cctx = cache.get(level)
+    if cctx is None:
+        cctx = cache[level] = zstandard.ZstdCompressor(level=level)
+    return cctx
 
 
 def decompress_block(data: bytes) -> list[list[Any]]:

@@ -9,7 +9,6 @@ so the pending batches' active time is added, not merged.
 
 from __future__ import annotations
 
-from functools import reduce
 from typing import Iterable
 
 from replay.catalog.records import SessionSummary
@@ -19,7 +18,7 @@ from replay.spool import SpooledBatch
 
 
 def pending_stats(batches: Iterable[SpooledBatch]) -> EventStats:
-    return reduce(lambda acc, b: acc.merge(b.stats), batches, EventStats())
+    return EventStats.combine(b.stats for b in batches)
 
 
 def with_pending(summary: SessionSummary | None, project_id: str, session_id: str,

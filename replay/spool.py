@@ -72,6 +72,7 @@ class Segment:
     token: str  # random part of the file name, reused in the batch object's key
     batches: list[SpooledBatch] = field(default_factory=list)
     size: int = 0
+    event_bytes: int = 0  # packed event bytes of its batches
 
 
 def read_segment(path: Path) -> tuple[list[SpooledBatch], int]:
@@ -149,6 +150,7 @@ class Spool:
 
     def _remember(self, seg: Segment, b: SpooledBatch) -> None:
         seg.batches.append(b)
+        seg.event_bytes += len(b.items)
         self._sessions.setdefault((b.project_id, b.session_id), []).append(b)
         self._batch_ids.add((b.project_id, b.session_id, b.batch_id))
         self.buffered_bytes += len(b.items)
@@ -254,6 +256,11 @@ class Spool:
 
     def spooled_sessions(self) -> list[tuple[str, str]]:
         return list(self._sessions)
+
+    @property
+    def unsealed_bytes(self) -> int:
+        """Packed event bytes in the active segment: what the next seal would hand to a flush."""
+        return self._active.event_bytes if self._active is not None else 0
 
     @property
     def depth(self) -> int:

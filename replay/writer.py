@@ -38,9 +38,7 @@ def _build(batches: list[SpooledBatch], node: str, created_ms: int) -> tuple[byt
         by_session.setdefault((b.project_id, b.session_id), []).append(b)
     blocks = []
     for (project_id, session_id), group in by_session.items():
-        stats = EventStats()
-        for b in group:
-            stats = stats.merge(b.stats)
+        stats = EventStats.combine(b.stats for b in group)
         windows = list(dict.fromkeys(b.window_id for b in group))
         distinct = next((b.distinct_id for b in reversed(group) if b.distinct_id), None)
         meta: dict = {}

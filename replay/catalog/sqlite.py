@@ -281,7 +281,7 @@ class SqliteCatalog:
             db.executemany(
                 "INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?)",
                 [(b.project_id, b.session_id, key, b.offset, b.length, b.first_ts, b.last_ts, b.event_count,
-                  json.dumps(b.batches)) for b in footer.blocks])
+                  orjson.dumps(b.batches).decode()) for b in footer.blocks])
             db.executemany(
                 "INSERT OR IGNORE INTO batches VALUES (?,?,?)",
                 [(b.project_id, b.session_id, str(bid)) for b in footer.blocks for bid, _n in b.batches])

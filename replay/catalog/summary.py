@@ -33,23 +33,32 @@ class EventStats:
     viewport: list[int] | None = None
 
     def merge(self, other: "EventStats") -> "EventStats":
-        def pick(a, b, f):
-            return b if a is None else a if b is None else f(a, b)
+        return EventStats.combine((self, other))
 
-        urls = list(self.urls)
-        urls += [u for u in other.urls if u not in urls]
-        return EventStats(
-            first_ts=pick(self.first_ts, other.first_ts, min),
-            last_ts=pick(self.last_ts, other.last_ts, max),
-            events=self.events + other.events,
-            clicks=self.clicks + other.clicks,
-            keypresses=self.keypresses + other.keypresses,
-            console_errors=self.console_errors + other.console_errors,
-            full_snapshots=self.full_snapshots + other.full_snapshots,
-            urls=urls,
-            activity=merge_intervals(self.activity + other.activity),
-            viewport=self.viewport or other.viewport,
-        )
+    @classmethod
+    def combine(cls, runs: Iterable["EventStats"]) -> "EventStats":
+        """All ``runs`` merged in one pass (a flush folds thousands of batches' stats)."""
+        out = cls()
+        firsts, lasts, activity = [], [], []
+        urls: dict[str, None] = {}
+        for s in runs:
+            if s.first_ts is not None:
+                firsts.append(s.first_ts)
+            if s.last_ts is not None:
+                lasts.append(s.last_ts)
+            out.events += s.events
+            out.clicks += s.clicks
+            out.keypresses += s.keypresses
+            out.console_errors += s.console_errors
+            out.full_snapshots += s.full_snapshots
+            urls.update(dict.fromkeys(s.urls))
+            activity += s.activity
+            out.viewport = out.viewport or s.viewport
+        out.first_ts = min(firsts) if firsts else None
+        out.last_ts = max(lasts) if lasts else None
+        out.urls = list(urls)
+        out.activity = merge_intervals(activity)
+        return out
 
     @property
     def active_ms(self) -> int:
@@ -109,7 +118,8 @@ def summarize(events: Iterable[dict[str, Any]]) -> EventStats:
             href = data.get("href")
             if isinstance(href, str) and href and href not in s.urls:
                 s.urls.append(href)
-            if isinstance(data.get("width"), int) and isinstance(data.get("height"), int):
+            # The first viewport, as merged runs keep it (the session list shows where it started).
+            if s.viewport is None and isinstance(data.get("width"), int) and isinstance(data.get("height"), int):
                 s.viewport = [data["width"], data["height"]]
         elif etype == FULL_SNAPSHOT:
             s.full_snapshots += 1

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import boto3
@@ -69,6 +70,24 @@ def test_fixture_round_trips_event_for_event_on_both_stores(any_server):
     assert row["window_ids"] == ["w1"]
     assert 0 < row["active_ms"] <= duration
     assert 0 < row["stored_bytes"] < row["size_bytes"]
+
+
+def test_uploads_past_flush_bytes_are_stored_before_the_interval(make_server):
+    server = make_server(flush_interval=3600.0, flush_bytes=20_000)
+    project = server.create_project()
+    assert post_batch(server.url, project.token, "small", FIXTURE[:1], batch_id="a").status_code == 200
+    assert not objects(server)  # under flush_bytes: waits for the (hour-long) interval
+    assert post_batch(server.url, project.token, "big", FIXTURE, batch_id="b").status_code == 200
+    spool = server.service.spool
+    deadline = time.monotonic() + 10
+    while spool.buffered_bytes and time.monotonic() < deadline:  # released once stored and catalogued
+        time.sleep(0.05)
+    assert len(objects(server)) == 1
+    # The flush took everything the spool held, and nothing is left to ask for another one.
+    assert spool.buffered_bytes == 0 and spool.unsealed_bytes == 0
+    assert fetch_events(server.url, project, "big") == by_time(FIXTURE)
+    time.sleep(0.3)
+    assert len(objects(server)) == 1
 
 
 def test_key_layout_puts_retention_first(server):
