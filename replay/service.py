@@ -159,7 +159,6 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.flush_interval):
                     await self._flush_wanted.wait()
-            self._flush_wanted.clear()
             try:
                 await self.flush()
             except StoreError as exc:
@@ -167,6 +166,10 @@ class Service:
                 log.warning("flush failed, the spool holds %d batches: %s", self.spool.depth, exc)
             except Exception:
                 log.exception("flush failed")
+            # Uploads acknowledged while this flush waited to seal asked for it again; only what
+            # came in since the seal counts.
+            if self.spool.unsealed_bytes < self.settings.flush_bytes:
+                self._flush_wanted.clear()
 
     # -- compaction ------------------------------------------------------------------------------
 
