@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
+from typing import Any
 
 # Attributes every mirror keeps: what selectors most often test, and what identifies a form field.
 STRUCTURAL_ATTRIBUTES = frozenset(
@@ -75,12 +76,34 @@ class SessionMirror:
         self.password_keys: set[str] = set()
         self.full_snapshots = 0
         self.touched = time.monotonic()
+        # The walker's memos (element -> inherited context, selector results), kept from batch to
+        # batch: an upload's mutations mostly touch the same few parents, whose contexts took a
+        # walk to the root and a selector match per ancestor to work out. They hold while no kept
+        # attribute changes (``forget_memos``) and nodes are not re-described (a moved or re-added
+        # node is a new Node object, so its old entries are simply never asked for again).
+        self.contexts: dict[Node, Any] = {}
+        self.matches: dict[Any, bool] = {}
+        self._memo_owner: object = None
 
     def reset(self) -> None:
         """A full snapshot re-describes the whole page; password history survives it."""
         self.nodes.clear()
         self.leaves.clear()
+        self.forget_memos()
         self.full_snapshots += 1
+
+    def memos(self, owner: object) -> tuple[dict[Node, Any], dict[Any, bool]]:
+        """The memos for ``owner`` (the compiled rules they were computed under)."""
+        # Entries of removed nodes linger until the next reset: bound them by the live tree's size.
+        if owner is not self._memo_owner or len(self.contexts) + len(self.matches) > 4 * len(self.nodes) + 1024:
+            self.forget_memos()
+            self._memo_owner = owner
+        return self.contexts, self.matches
+
+    def forget_memos(self) -> None:
+        """Cleared in place: a walker holding them sees the reset."""
+        self.contexts.clear()
+        self.matches.clear()
 
     def get(self, node_id: object) -> Node | None:
         return self.nodes.get(node_id) if isinstance(node_id, int) else None

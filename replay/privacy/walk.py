@@ -186,11 +186,9 @@ class Walker:
         self.rules = rules
         self.mirror = mirror
         self.sink = sink
-        # Both memos hold while no mirrored node changes its attributes or place: reset when a
-        # mutation changes attributes and at a full snapshot. Adds and removes leave them valid
-        # (a moved node is a new Node object), so one batch's mutations share them.
-        self._memo: dict[Node, Ctx] = {}
-        self._smemo: dict[Any, bool] = {}
+        # Both memos live on the mirror (see SessionMirror.memos): they hold while no mirrored
+        # node changes its kept attributes or place, so the batches of a window share them.
+        self._memo, self._smemo = mirror.memos(rules)
         # None rather than an empty set: tested for every element, and SelectorSet.__bool__ is a call.
         self._mask_selectors = rules.mask_text or None
         self._block_selectors = rules.block or None
@@ -213,7 +211,6 @@ class Walker:
         elif kind == FULL_SNAPSHOT:
             node = data.get("node")
             if isinstance(node, dict):
-                self._memo, self._smemo = {}, {}
                 self.mirror.reset()
                 self._walk(node, None, ROOT)
         elif kind == META:
@@ -507,7 +504,7 @@ class Walker:
                 # Only attributes the mirror keeps (those selectors and form rules test) can change
                 # a context or a match; style and most others, the bulk of attribute mutations, cannot.
                 if changed:
-                    self._memo, self._smemo = {}, {}
+                    mirror.forget_memos()
                     if rules.block and not node.flags & BLOCKED and rules.block.matches(node, self._smemo):
                         self._now_blocked(data, node)
                         if sink.drops_blocked:

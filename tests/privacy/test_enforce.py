@@ -277,3 +277,49 @@ def test_removed_element_takes_its_text_nodes_with_it() -> None:
     assert mirror.leaf_parent(4) == (True, mirror.get(3))
     enforce([_mutation(2, removes=[{"parentId": 2, "id": 3}])], policy, mirror)
     assert mirror.leaf_parent(4) == (False, None) and mirror.get(3) is None
+
+
+def _page_with_private_ancestor_candidate() -> list[dict[str, Any]]:
+    node = {"type": 0, "id": 1, "childNodes": [{"type": 2, "id": 2, "tagName": "body", "attributes": {}, "childNodes": [
+        {"type": 2, "id": 3, "tagName": "section", "attributes": {"class": "card"}, "childNodes": [
+            {"type": 2, "id": 5, "tagName": "p", "attributes": {}, "childNodes": [
+                {"type": 3, "id": 6, "textContent": "Order status"}]}]}]}]}
+    return [{"type": 2, "timestamp": 1, "data": {"node": node, "initialOffset": {"left": 0, "top": 0}}}]
+
+
+def test_a_later_batch_sees_an_ancestor_that_became_masked() -> None:
+    # Contexts are remembered from batch to batch; a class change in between must not be missed.
+    policy = MaskingPolicy(mask_text_selectors=[".private"])
+    mirror = SessionMirror(mirror_attributes(policy))
+    enforce(_page_with_private_ancestor_candidate(), policy, mirror)
+    first = enforce([_mutation(2, texts=[{"id": 6, "value": "Shipped to Jane"}])], policy, mirror)
+    assert first[0]["data"]["texts"][0]["value"] == "Shipped to Jane"
+    enforce([_mutation(3, attributes=[{"id": 3, "attributes": {"class": "card private"}}])], policy, mirror)
+    later = enforce([_mutation(4, texts=[{"id": 6, "value": "Shipped to Jane"}])], policy, mirror)
+    assert later[0]["data"]["texts"][0]["value"] == "******* ** ****"
+    enforce([_mutation(5, attributes=[{"id": 3, "attributes": {"class": "card"}}])], policy, mirror)
+    again = enforce([_mutation(6, texts=[{"id": 6, "value": "Delivered"}])], policy, mirror)
+    assert again[0]["data"]["texts"][0]["value"] == "Delivered"
+
+
+def test_a_changed_policy_applies_to_the_next_batch_of_a_window() -> None:
+    mirror = SessionMirror(mirror_attributes(MaskingPolicy(mask_text_selectors=[".card"])))
+    enforce(_page_with_private_ancestor_candidate(), POLICY, mirror)
+    before = enforce([_mutation(2, texts=[{"id": 6, "value": "Shipped to Jane"}])], POLICY, mirror)
+    assert before[0]["data"]["texts"][0]["value"] == "Shipped to Jane"
+    stricter = MaskingPolicy(mask_text_selectors=[".card"])
+    after = enforce([_mutation(3, texts=[{"id": 6, "value": "Shipped to Jane"}])], stricter, mirror)
+    assert after[0]["data"]["texts"][0]["value"] == "******* ** ****"
+
+
+def test_remembered_contexts_stay_bounded_by_the_live_page() -> None:
+    policy = MaskingPolicy(mask_text_selectors=[".private"])
+    mirror = SessionMirror(mirror_attributes(policy))
+    enforce(_page_with_private_ancestor_candidate(), policy, mirror)
+    for i in range(3000):  # a long single-page session: elements come and go, never a full snapshot
+        added = {"type": 2, "id": 100 + i, "tagName": "li", "attributes": {}, "childNodes": [
+            {"type": 3, "id": 100_000 + i, "textContent": "row"}]}
+        enforce([_mutation(10 + i, adds=[{"parentId": 5, "nextId": None, "node": added}],
+                           texts=[{"id": 100_000 + i, "value": "row"}])], policy, mirror)
+        enforce([_mutation(10 + i, removes=[{"parentId": 5, "id": 100 + i}])], policy, mirror)
+    assert len(mirror.contexts) + len(mirror.matches) <= 4 * len(mirror.nodes) + 1024
