@@ -122,6 +122,15 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_user_system(pid))
 
 
+def machine_steal_seconds() -> float:
+    """CPU time the hypervisor gave to other guests while ours wanted it, summed over cores (/proc/stat).
+
+    On a virtual machine this is the part of a slow run that no one on this machine caused.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / CLK_TCK if len(fields) > 8 else 0.0
+
+
 def runqueue_wait_seconds(pid: int) -> float:
     """Time the process's threads spent runnable but waiting for a CPU (field 2 of /proc/pid/task/*/schedstat).
 

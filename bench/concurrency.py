@@ -36,7 +36,8 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, RssSampler, Server, cpu_user_system, cut_batches, load_recordings, machine, percentile, shifted, status_kb  # noqa: E402
+from benchlib import (REPO, RssSampler, Server, cpu_user_system, cut_batches, load_recordings, machine,  # noqa: E402
+                      machine_steal_seconds, percentile, shifted, status_kb)
 
 PERIOD = 2.0
 
@@ -141,6 +142,7 @@ def phase(sessions: int, seconds: float, mix: str, tmp: Path, py_spy: str | None
             time.sleep(1)
         rss0 = status_kb(server.pid, "VmRSS")
         cpu0, wait0, sys0 = server.cpu(), server.runqueue_wait(), cpu_user_system(server.pid)[1]
+        steal0 = machine_steal_seconds()
         with RssSampler(server.pid, interval=0.05) as rss:
             load.stdin.write("GO\n")
             load.stdin.flush()
@@ -148,6 +150,7 @@ def phase(sessions: int, seconds: float, mix: str, tmp: Path, py_spy: str | None
             load.wait()
             rss_end = status_kb(server.pid, "VmRSS")
         cpu, wait = server.cpu() - cpu0, server.runqueue_wait() - wait0
+        steal = machine_steal_seconds() - steal0
         sys1 = cpu_user_system(server.pid)[1]
         if profiler:
             profiler.send_signal(2)
@@ -157,7 +160,7 @@ def phase(sessions: int, seconds: float, mix: str, tmp: Path, py_spy: str | None
     for at, lat in zip(due_at, due):
         buckets.setdefault(int(at // 10), []).append(lat)
     return {**result, "requests": len(due), "rss0_mb": rss0 / 1024, "rss_peak_mb": rss.peak_kb / 1024,
-            "rss_end_mb": rss_end / 1024, "cpu": cpu, "wait": wait, "cpu_system": sys1 - sys0,
+            "rss_end_mb": rss_end / 1024, "cpu": cpu, "wait": wait, "cpu_system": sys1 - sys0, "steal": steal,
             "p50": percentile(due, 50) * 1000, "p99": percentile(due, 99) * 1000, "max": max(due) * 1000,
             "send_p50": percentile(send, 50) * 1000, "send_p99": percentile(send, 99) * 1000,
             "p99_by_10s": [percentile(buckets[k], 99) * 1000 for k in sorted(buckets)]}
@@ -172,7 +175,8 @@ def describe(n: int, r: dict) -> str:
             f"peak {r['rss_peak_mb']:.0f} MB, end {r['rss_end_mb']:.0f} MB; server CPU {r['cpu'] / r['wall']:.0%} "
             f"of a core ({r['cpu_system'] / r['cpu']:.0%} of it in the kernel), "
             f"{r['cpu'] / r['requests'] * 1000:.2f} ms per post, runnable-but-waiting for a CPU "
-            f"{r['wait'] / r['wall']:.0%} of the time (load process CPU {r['client_cpu'] / r['wall']:.0%}); "
+            f"{r['wait'] / r['wall']:.0%} of the time (load process CPU {r['client_cpu'] / r['wall']:.0%}; "
+            f"hypervisor steal {r['steal'] / r['wall']:.0%} of a core); "
             f"errors {r['requests'] - ok}; p99 per 10 s of load: "
             f"{' '.join(f'{v:.0f}' for v in r['p99_by_10s'])} ms")
 
