@@ -31,7 +31,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("s3_path_style", "REPLAY_S3_PATH_STYLE", False, bool, "use path-style S3 addressing (MinIO needs it)"),
     Option("catalog_url", "REPLAY_CATALOG_URL", "", str, "catalog: sqlite:///path (default: catalog.sqlite3 in the data dir)"),
     Option("flush_interval", "REPLAY_FLUSH_INTERVAL", 10.0, float, "seconds between spool flushes"),
-    Option("flush_bytes", "REPLAY_FLUSH_BYTES", 8 * 1024 * 1024, int, "flush early once this many event bytes are buffered"),
+    Option("flush_bytes", "REPLAY_FLUSH_BYTES", 8 * 1024 * 1024, int, "flush early once this many event bytes have arrived since the last flush"),
     Option("spool_max_bytes", "REPLAY_SPOOL_MAX_BYTES", 1024 * 1024 * 1024, int, "answer 503 once the spool holds this many bytes"),
     Option("retention_days", "REPLAY_RETENTION_DAYS", 30, int, "default retention, the first part of every blob key"),
     Option("node_id", "REPLAY_NODE_ID", "", str, "this receiver's name in blob keys (default: host name)"),
