@@ -104,7 +104,6 @@ class Spool:
         self._seq = 0
         self._sessions: dict[tuple[str, str], list[SpooledBatch]] = {}
         self._batch_ids: set[tuple[str, str, str]] = set()
-        self.buffered_bytes = 0  # packed event bytes not yet flushed
         self.disk_bytes = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -153,7 +152,6 @@ class Spool:
         seg.event_bytes += len(b.items)
         self._sessions.setdefault((b.project_id, b.session_id), []).append(b)
         self._batch_ids.add((b.project_id, b.session_id, b.batch_id))
-        self.buffered_bytes += len(b.items)
 
     # -- appending -------------------------------------------------------------------------------
 
@@ -241,7 +239,6 @@ class Spool:
                 self._sessions.pop(key, None)
         for b in seg.batches:
             self._batch_ids.discard((b.project_id, b.session_id, b.batch_id))
-            self.buffered_bytes -= len(b.items)
         self.disk_bytes -= seg.size
         seg.path.unlink(missing_ok=True)
 
@@ -256,6 +253,11 @@ class Spool:
 
     def spooled_sessions(self) -> list[tuple[str, str]]:
         return list(self._sessions)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Packed event bytes not yet flushed (active and sealed segments)."""
+        return self.unsealed_bytes + sum(seg.event_bytes for seg in self._sealed)
 
     @property
     def unsealed_bytes(self) -> int:

@@ -4,9 +4,10 @@ Every detector is a regex that finds candidates plus a validator that throws out
 (Luhn for cards, mod-97 for IBANs, entropy for anonymous tokens). Candidates are found in one
 pass over the text (one alternation), because this runs on every text node at ingest.
 
-A prefilter (``may_contain_pii``) skips the full pattern for most page text: an e-mail needs ``@``,
-the numeric detectors (card, phone, IBAN, SSN) need seven digits in a run of digits and
-separators, and tokens need a 20-character word. A new detector must widen the prefilter.
+A prefilter (``_candidate_pattern``; ``may_contain_pii`` for callers) skips the full pattern for
+most page text: an e-mail needs ``@``, the numeric detectors (card, phone, IBAN, SSN) need seven
+digits in a run of digits and separators, and tokens need a 20-character word. A new detector
+must widen the prefilter.
 """
 
 from __future__ import annotations
@@ -194,11 +195,22 @@ _VALIDATORS: dict[str, Callable[[str], int]] = {
 }
 
 
+def _candidate_pattern(text: str) -> re.Pattern[str] | None:
+    """The prefilter: the pattern that can find something in ``text``, or None when nothing can."""
+    if "@" in text:
+        return _PATTERN
+    if len(text) < 7:  # shorter than a numeric run, let alone a 20-character word
+        return None
+    if _NUMERIC_RUN.search(text) is not None:
+        return _PATTERN
+    if len(text) >= 20 and _LONG_WORD.search(text) is not None:
+        return _WORD_PATTERN
+    return None
+
+
 def may_contain_pii(text: str) -> bool:
     """False when no detector can match ``text`` (the cheap test callers use to skip most text)."""
-    return "@" in text or (
-        len(text) > 6 and (_NUMERIC_RUN.search(text) is not None or _LONG_WORD.search(text) is not None)
-    )
+    return _candidate_pattern(text) is not None
 
 
 _AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*")
@@ -214,11 +226,8 @@ def url_may_contain_pii(url: str) -> bool:
 
 def find_pii(text: str, enabled: frozenset[str] | None = None) -> list[Finding]:
     """All PII findings in ``text`` (non-overlapping, in order); ``enabled`` limits the kinds."""
-    if "@" in text or _NUMERIC_RUN.search(text) is not None:
-        pattern = _PATTERN
-    elif len(text) >= 20 and _LONG_WORD.search(text) is not None:
-        pattern = _WORD_PATTERN
-    else:
+    pattern = _candidate_pattern(text)
+    if pattern is None:
         return []
     out: list[Finding] = []
     for m in pattern.finditer(text):

@@ -4,6 +4,7 @@ the test switches off and on, so objects stored before the outage survive it (as
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -11,6 +12,7 @@ import boto3
 import pytest
 import requests
 
+from harness import load_fixture_events, post_batch
 from load import LoadGenerator, key
 from tcp_proxy import TcpProxy
 
@@ -123,3 +125,30 @@ def test_a_flush_cut_off_mid_upload_leaves_no_row_pointing_at_a_partial_object(m
     for sid in ("load-0", "load-1", "load-2"):
         acked = sorted(map(key, first.acked[sid] + second.acked[sid]))
         assert sorted(map(key, stored_events[sid])) == acked, sid  # every acknowledged event, each once
+
+
+def test_a_failed_flush_waits_for_the_interval_not_for_the_next_upload(make_server, proxied_s3):
+    # Bytes a failed (or running) flush still holds must not count towards the next early flush:
+    # otherwise every upload acknowledged during an outage starts another flush at once.
+    proxy, bucket, _ = proxied_s3
+    server = s3_server(make_server, proxy, bucket, flush_interval=3600.0, flush_bytes=20_000)
+    project = server.create_project()
+    events = load_fixture_events()
+    small = [e for e in events if len(json.dumps(e)) < 300][:10]
+    proxy.set_mode("down")
+    assert post_batch(server.url, project.token, "big", events, batch_id="big").status_code == 200
+    deadline = time.monotonic() + 30
+    while metric(server, "replay_store_errors_total") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(server, "replay_store_errors_total") == 1  # the early flush, past flush_bytes, failed
+    for i, event in enumerate(small):  # far below flush_bytes, all of them together
+        assert post_batch(server.url, project.token, "small", [event], batch_id=f"s{i}").status_code == 200
+        time.sleep(0.2)
+    assert metric(server, "replay_store_errors_total") == 1  # no flush since: the next is due at the interval
+    assert server.service.spool.unsealed_bytes < 20_000 <= server.service.spool.buffered_bytes
+
+    proxy.set_mode("pass")
+    server.flush()
+    assert server.service.spool.buffered_bytes == 0
+    stored = read_all(server, project, ["big", "small"])
+    assert len(stored["big"]) == len(events) and len(stored["small"]) == len(small)
