@@ -7,6 +7,7 @@ read from /proc, so a figure "per server CPU second" does not depend on how busy
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -18,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -177,6 +179,29 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.peak_kb = max(self.peak_kb, status_kb(self.pid, "VmRSS"))
+
+
+# -- launching and profiling the server ----------------------------------------------------------
+
+def tree_launcher(tree: str) -> str:
+    """A ``Server(launcher=...)`` that runs `replay serve` from another checkout (bench/serve_tree.py)."""
+    return f"{Path(__file__).resolve().parent / 'serve_tree.py'} {tree}"
+
+
+@contextlib.contextmanager
+def py_spy_recording(pid: int, out: str | None, *flags: str) -> Iterator[None]:
+    """``py-spy record --format raw`` of ``pid`` into ``out`` while the block runs (nothing if ``out`` is None)."""
+    if out is None:
+        yield
+        return
+    profiler = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(pid), "-o", out,
+                                 "--format", "raw", *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)  # let py-spy attach before the load starts
+    try:
+        yield
+    finally:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+        profiler.wait(60)
 
 
 # -- the server under test -------------------------------------------------------------------------

@@ -42,7 +42,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (REPO, RssSampler, Server, cpu_user_system, cut_batches, load_recordings, machine,  # noqa: E402
-                      machine_steal_seconds, percentile, shifted, status_kb)
+                      machine_steal_seconds, percentile, py_spy_recording, shifted, status_kb,
+                      tree_launcher)
 
 PERIOD = 2.0
 
@@ -140,26 +141,19 @@ def phase(sessions: int, seconds: float, mix: str, tmp: Path, py_spy: str | None
         load = subprocess.Popen([sys.executable, __file__, "--generate", server.url, server.token, str(sessions),
                                  str(seconds), mix], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
         assert load.stdout.readline().strip() == "READY"
-        profiler = None
-        if py_spy:
-            profiler = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(server.pid), "-o", py_spy, "--format", "raw",
-                                         "-r", "200", "--gil", "--threads"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1)
-        rss0 = status_kb(server.pid, "VmRSS")
-        cpu0, wait0, sys0 = server.cpu(), server.runqueue_wait(), cpu_user_system(server.pid)[1]
-        steal0 = machine_steal_seconds()
-        with RssSampler(server.pid, interval=0.05) as rss:
-            load.stdin.write("GO\n")
-            load.stdin.flush()
-            result = json.loads(load.stdout.readline())
-            load.wait()
-            rss_end = status_kb(server.pid, "VmRSS")
-        cpu, wait = server.cpu() - cpu0, server.runqueue_wait() - wait0
-        steal = machine_steal_seconds() - steal0
-        sys1 = cpu_user_system(server.pid)[1]
-        if profiler:
-            profiler.send_signal(2)
-            profiler.wait(60)
+        with py_spy_recording(server.pid, py_spy, "-r", "200", "--gil", "--threads"):
+            rss0 = status_kb(server.pid, "VmRSS")
+            cpu0, wait0, sys0 = server.cpu(), server.runqueue_wait(), cpu_user_system(server.pid)[1]
+            steal0 = machine_steal_seconds()
+            with RssSampler(server.pid, interval=0.05) as rss:
+                load.stdin.write("GO\n")
+                load.stdin.flush()
+                result = json.loads(load.stdout.readline())
+                load.wait()
+                rss_end = status_kb(server.pid, "VmRSS")
+            cpu, wait = server.cpu() - cpu0, server.runqueue_wait() - wait0
+            steal = machine_steal_seconds() - steal0
+            sys1 = cpu_user_system(server.pid)[1]
     due, send, due_at = result.pop("due"), result.pop("send"), result.pop("due_at")
     buckets: dict[int, list[float]] = {}
     for at, lat in zip(due_at, due):
@@ -171,6 +165,10 @@ def phase(sessions: int, seconds: float, mix: str, tmp: Path, py_spy: str | None
             "p99_by_10s": [percentile(buckets[k], 99) * 1000 for k in sorted(buckets)]}
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")  # a short run can take under one clock tick of CPU
+
+
 def describe(n: int, r: dict) -> str:
     ok = r["statuses"].get("200", 0)
     return (f"{n} sessions: {r['requests']} posts in {r['wall']:.0f} s ({r['requests'] / r['wall']:.0f}/s), "
@@ -178,8 +176,8 @@ def describe(n: int, r: dict) -> str:
             f"latency from due p50 {r['p50']:.1f} ms p99 {r['p99']:.1f} ms max {r['max']:.0f} ms "
             f"(from send p50 {r['send_p50']:.1f} p99 {r['send_p99']:.1f}); server RSS {r['rss0_mb']:.0f} MB idle, "
             f"peak {r['rss_peak_mb']:.0f} MB, end {r['rss_end_mb']:.0f} MB; server CPU {r['cpu'] / r['wall']:.0%} "
-            f"of a core ({r['cpu_system'] / r['cpu']:.0%} of it in the kernel), "
-            f"{r['cpu'] / r['requests'] * 1000:.2f} ms per post ({r['cpu'] / r['client_cpu']:.2f}x the load process's "
+            f"of a core ({_ratio(r['cpu_system'], r['cpu']):.0%} of it in the kernel), "
+            f"{r['cpu'] / r['requests'] * 1000:.2f} ms per post ({_ratio(r['cpu'], r['client_cpu']):.2f}x the load process's "
             f"CPU for the same posts), runnable-but-waiting for a CPU "
             f"{r['wait'] / r['wall']:.0%} of the time (load process CPU {r['client_cpu'] / r['wall']:.0%}; "
             f"hypervisor steal {r['steal'] / r['wall']:.0%} of a core); "
@@ -222,8 +220,8 @@ def main() -> None:
             # Before and after alternate, each on a fresh server, so a slow spell of the machine
             # lands on both sides instead of on one.
             if args.before_tree:
-                launcher = f"{Path(__file__).resolve().parent / 'serve_tree.py'} {args.before_tree}"
-                olds.append(phase(args.sessions, args.seconds, args.mix, Path(tmp) / f"before{run}", None, launcher))
+                olds.append(phase(args.sessions, args.seconds, args.mix, Path(tmp) / f"before{run}", None,
+                                  tree_launcher(args.before_tree)))
                 print(f"BEFORE ({args.before_tree}) " + describe(args.sessions, olds[-1]), flush=True)
             bigs.append(phase(args.sessions, args.seconds, args.mix, Path(tmp) / f"big{run}",
                               args.py_spy if run == 0 else None))

@@ -37,11 +37,11 @@ import orjson
 import zstandard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, Server, cut_batches, load_recordings, machine, percentile, shifted  # noqa: E402
+from benchlib import (REPO, Server, cut_batches, load_recordings, machine, percentile, py_spy_recording,  # noqa: E402
+                      shifted, tree_launcher)
 
 DAY_MS = 24 * 3600 * 1000
 BEFORE_LAUNCHER = str(Path(__file__).resolve().parent / "serve_default_gc.py")
-TREE_LAUNCHER = str(Path(__file__).resolve().parent / "serve_tree.py")
 
 
 # -- bodies ----------------------------------------------------------------------------------------
@@ -158,21 +158,13 @@ def run_once(bodies_file: Path, bodies: list[bytes], raw_total: int, args: argpa
                                  server.token, str(args.seconds), str(args.concurrency)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
         assert load.stdout.readline().strip() == "READY"
-        profiler = None
-        if args.py_spy:
-            profiler = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-o", args.py_spy,
-                                         "--format", "raw", "-r", "200", "--nonblocking"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1)  # let py-spy attach before the load starts
-        cpu0 = server.cpu()
-        load.stdin.write("GO\n")
-        load.stdin.flush()
-        result = json.loads(load.stdout.readline())
-        load.wait()
-        cpu1 = server.cpu()
-        if profiler:
-            profiler.send_signal(2)  # SIGINT: py-spy writes its file and exits
-            profiler.wait(60)
+        with py_spy_recording(server.pid, args.py_spy, "-r", "200", "--nonblocking"):
+            cpu0 = server.cpu()
+            load.stdin.write("GO\n")
+            load.stdin.flush()
+            result = json.loads(load.stdout.readline())
+            load.wait()
+            cpu1 = server.cpu()
         # The tail of the load may still be in the spool: wait for the flush that stores it.
         deadline = time.monotonic() + args.flush_interval + 60
         while server.spooled_bytes() and time.monotonic() < deadline:
@@ -248,7 +240,7 @@ def main() -> None:
         before = []
         for i in range(args.repeat):
             if args.before_after:
-                launcher = f"{TREE_LAUNCHER} {args.before_tree}" if args.before_tree else BEFORE_LAUNCHER
+                launcher = tree_launcher(args.before_tree) if args.before_tree else BEFORE_LAUNCHER
                 r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"before{i}", launcher)
                 print(f"run {i + 1}/{args.repeat} BEFORE ({before_name}): " + report(r, args), flush=True)
                 before.append(r["ratio"])

@@ -8,8 +8,6 @@ keep-alive connection to a `replay serve` child, 50 sessions round robin, defaul
 """
 import argparse
 import http.client
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +17,8 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import Server, cpu_user_system, cut_batches, load_recordings, machine, shifted  # noqa: E402
+from benchlib import (Server, cpu_user_system, cut_batches, load_recordings, machine,  # noqa: E402
+                      py_spy_recording, shifted)
 
 p = argparse.ArgumentParser()
 p.add_argument("--posts", type=int, default=1500)
@@ -46,25 +45,17 @@ with tempfile.TemporaryDirectory() as tmp, Server(Path(tmp) / "data", ("--rate-l
         conn.request("GET", "/healthz")
         conn.getresponse().read()
     health = (s.cpu() - c0) / n
-    profiler = None
-    if args.py_spy:
-        profiler = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(s.pid), "-o",
-                                     args.py_spy, "--format", "raw", "--gil", "-r", "250"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1)  # let py-spy attach before the posts start
-    c0, t0, (u0, s0) = s.cpu(), time.perf_counter(), cpu_user_system(s.pid)
-    for body in bodies:
-        conn.request("POST", f"/v1/recordings?token={s.token}", body=body,
-                     headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
-        r = conn.getresponse()
-        r.read()
-        assert r.status == 200, r.status
-    wall = (time.perf_counter() - t0) / n
-    post = (s.cpu() - c0) / n
-    u1, s1 = cpu_user_system(s.pid)
-    if profiler is not None:
-        profiler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
-        profiler.wait(30)
+    with py_spy_recording(s.pid, args.py_spy, "--gil", "-r", "250"):
+        c0, t0, (u0, s0) = s.cpu(), time.perf_counter(), cpu_user_system(s.pid)
+        for body in bodies:
+            conn.request("POST", f"/v1/recordings?token={s.token}", body=body,
+                         headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200, r.status
+        wall = (time.perf_counter() - t0) / n
+        post = (s.cpu() - c0) / n
+        u1, s1 = cpu_user_system(s.pid)
 print(f"machine: {machine()}")
 print(f"GET /healthz {health * 1e6:.0f} us CPU; POST upload {post * 1e6:.0f} us CPU, {wall * 1e3:.2f} ms wall "
       f"(fsync included; {(u1 - u0) / n * 1e6:.0f} us user, {(s1 - s0) / n * 1e6:.0f} us system); "

@@ -146,6 +146,12 @@ def test_an_hour_long_session_starts_playing_before_it_has_loaded(browser, repla
     total = sum(len(b) for b in batches)
 
     with signed_in(browser, replay, project) as page:
+        # A real network, not loopback: at 512 KB/s the hour's events take seconds to arrive, so
+        # "playing before it has loaded" does not depend on how busy the test machine's CPUs are.
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send("Network.emulateNetworkConditions",
+                 {"offline": False, "latency": 20, "downloadThroughput": 512 * 1024, "uploadThroughput": -1})
         open_player(page, replay, project, "hour")
         state = page.evaluate("window.__replay")
         assert state["eventsLoaded"] == total
