@@ -5,9 +5,7 @@ import socket
 
 import pytest
 
-from harness import ThreadedReplay, start_test_server
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from harness import IN_CI, ThreadedReplay, start_test_server
 
 
 def free_port() -> int:

@@ -28,6 +28,22 @@ from replay.service import Service
 from replay.storage import BlobStore
 from replay.web.app import start_server
 
+# In CI a missing browser, tarball, S3 server or compiled part is a failure, never a skip.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_native_walk() -> None:
+    """The masking walk's C loop must be built in CI (the install builds it); elsewhere tests of it skip."""
+    import pytest
+
+    from replay.privacy import walk
+
+    if walk.use_native_walk(True):
+        return
+    if IN_CI:
+        pytest.fail("replay.privacy._native_walk is not built (it needs a C compiler and Python's headers)")
+    pytest.skip("replay.privacy._native_walk is not built")
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -5,9 +5,12 @@ Every detector is a regex that finds candidates plus a validator that throws out
 pass over the text (one alternation), because this runs on every text node at ingest.
 
 A prefilter (``_candidate_pattern``; ``may_contain_pii`` for callers) skips the full pattern for
-most page text: an e-mail needs ``@``, the numeric detectors (card, phone, IBAN, SSN) need seven
-digits in a run of digits and separators, and tokens need a 20-character word. A new detector
-must widen the prefilter.
+most page text: an e-mail needs ``@``; the numeric detectors (card, phone, SSN) need seven digits
+in one run of digits and separators; an IBAN needs its country code and check digits; the tokens
+need an 11-character word and either a token prefix (``_TOKEN_PREFIXES``) or a 32-200 character
+ASCII word with two digits (what the entropy detector accepts at least). A new detector
+must widen the prefilter, here and in ``_native_walk.c``, which implements the same test; the
+tests hold the prefilter to the full pattern and the C version to this one.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ from dataclasses import dataclass
 
 DETECTORS: tuple[str, ...] = ("email", "payment_card", "phone", "iban", "ssn", "token")
 
-_NUMERIC_RUN = re.compile(r"\d[\d ().-]{5,}\d")
-_LONG_WORD = re.compile(r"[\w-]{20}")
+_SEVEN_DIGITS = re.compile(r"\d(?:[ ().-]*\d){6}")  # seven digits in one run of digits and separators
 _MASK_CHAR = re.compile(r"\S")
 _UNMASKED_CHAR = re.compile(r"[^\s*]")
 
@@ -52,7 +54,19 @@ _ALTERNATIVES: tuple[tuple[str, str], ...] = (
     )(?![\w-])"""),
     ("entropy", r"(?<![\w-])[A-Za-z0-9_-]{32,200}(?![\w-])"),
 )
-# E-mail needs "@" and the numeric kinds a run of seven digits and separators (_NUMERIC_RUN):
+# Literal starts of the jwt and apikey alternatives below: a text without one of them (and without
+# an IBAN's start) can only hold an entropy token. Keep in step with _ALTERNATIVES.
+_TOKEN_PREFIXES: tuple[str, ...] = (
+    "eyJ", "sk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xoxa-", "xoxb-", "xoxp-",
+    "xoxr-", "xoxs-", "AKIA", "ASIA", "AIza", "glpat-", "sk-", "npm_", "shpat_", "shpss_", "shpca_", "shppa_",
+)
+_TOKEN_PREFIX = re.compile("|".join(map(re.escape, _TOKEN_PREFIXES)))
+_IBAN_START = re.compile(r"[A-Z]{2}\d{2}")
+_WORD_RUN = re.compile(r"[\w-]{11}")  # the shortest token has "eyJ" and eight more (a JWT's first part)
+# The entropy alternative, with the two digits _token_ok asks for at least (kebab-case anchors and
+# identifiers in code samples, most long words, have none).
+_ENTROPY_CANDIDATE = re.compile(r"(?<![\w-])(?=[A-Za-z_-]*[0-9][A-Za-z_-]*[0-9])[A-Za-z0-9_-]{32,200}(?![\w-])")
+# E-mail needs "@" and the numeric kinds seven digits in a run of digits and separators:
 # text with neither can only hold the word-like kinds, and a pattern of those alone scans it
 # about twice as fast. Leaving out kinds that cannot match changes no result.
 _WORD_KINDS = frozenset({"jwt", "apikey", "iban", "entropy"})
@@ -199,12 +213,13 @@ def _candidate_pattern(text: str) -> re.Pattern[str] | None:
     """The prefilter: the pattern that can find something in ``text``, or None when nothing can."""
     if "@" in text:
         return _PATTERN
-    if len(text) < 7:  # shorter than a numeric run, let alone a 20-character word
+    if len(text) < 7:  # shorter than seven digits, let alone a 20-character word
         return None
-    if _NUMERIC_RUN.search(text) is not None:
+    if _SEVEN_DIGITS.search(text) is not None:
         return _PATTERN
-    if len(text) >= 20 and _LONG_WORD.search(text) is not None:
-        return _WORD_PATTERN
+    if len(text) >= 15 and (_IBAN_START.search(text) is not None or _WORD_RUN.search(text) is not None and (
+            _TOKEN_PREFIX.search(text) is not None or _ENTROPY_CANDIDATE.search(text) is not None)):
+        return _WORD_PATTERN  # 15: an IBAN's or a Slack token's least
     return None
 
 
@@ -218,17 +233,28 @@ _AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*")
 
 def url_may_contain_pii(url: str) -> bool:
     """``may_contain_pii`` for a URL: its scheme and host (``http://127.0.0.1:8000``) cannot match."""
+    return "@" in url or may_contain_pii(url[url_host_end(url):])
+
+
+def url_host_end(url: str) -> int:
+    """Where a URL's scheme and host end (0 if it has none): where PII detection starts.
+
+    An IP address and port would pass for a phone number; user data lives in the path, query and
+    fragment. A URL with ``@`` anywhere is scanned whole (``user:pass@host``).
+    """
     if "@" in url:
-        return True
+        return 0
     m = _AUTHORITY.match(url)
-    return may_contain_pii(url[m.end():] if m is not None else url)
+    return m.end() if m is not None else 0
 
 
 def find_pii(text: str, enabled: frozenset[str] | None = None) -> list[Finding]:
     """All PII findings in ``text`` (non-overlapping, in order); ``enabled`` limits the kinds."""
     pattern = _candidate_pattern(text)
-    if pattern is None:
-        return []
+    return [] if pattern is None else _scan(pattern, text, enabled)
+
+
+def _scan(pattern: re.Pattern[str], text: str, enabled: frozenset[str] | None) -> list[Finding]:
     out: list[Finding] = []
     for m in pattern.finditer(text):
         group = m.lastgroup

@@ -37,7 +37,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from replay.privacy.detectors import is_masked, mask_pii, mask_spans, mask_text
+from replay.privacy.detectors import is_masked, mask_pii, mask_spans, mask_text, url_host_end
 from replay.privacy.mirror import Node, SessionMirror
 from replay.privacy.policy import MaskingPolicy
 from replay.privacy.urls import decoded, split_url
@@ -151,8 +151,9 @@ def scrub_url(rules: Rules, url: str) -> str:
             replace.append((p.start, p.end))
         elif mask_pii(decoded(raw), rules.detectors)[1]:
             spans.append((p.start, p.end))  # e.g. jane%40example.com: masked whole, decoded check
-    _, path_findings = mask_pii(url[:path_end], rules.detectors)
-    spans.extend(f.span for f in path_findings)
+    host_end = min(url_host_end(url), path_end)
+    _, path_findings = mask_pii(url[host_end:path_end], rules.detectors)
+    spans.extend((start + host_end, end + host_end) for start, end in (f.span for f in path_findings))
     if not spans and not replace:
         return url
     out: list[str] = []

@@ -235,6 +235,9 @@ class SelectorSet:
                 self._by_tag.setdefault(key.tag, []).append(sel)
             else:
                 self._rest.append(sel)
+        # What a native caller needs to rule an element out without a call (see _native_walk.c):
+        # no selector can match an element whose tag, id and classes miss all three tables.
+        self.rule_keys = (bool(self._rest), self._by_tag, self._by_id, self._by_class)
 
     def __bool__(self) -> bool:
         return bool(self.selectors)

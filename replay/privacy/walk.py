@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Protocol
 
+from replay.privacy import detectors as _detectors
+from replay.privacy import mirror as _mirror
 from replay.privacy.detectors import may_contain_pii, url_may_contain_pii
 from replay.privacy.mirror import BLOCKED, PASSWORD, Node, SessionMirror
 from replay.privacy.policy import MaskingPolicy
@@ -49,6 +51,24 @@ STRUCTURAL = frozenset({
 
 # Elements that change how their descendants' text is treated (see Walker._enter).
 _CONTEXT_TAGS = frozenset({"textarea", "option", "style", "script"})
+
+# The C loop of Walker._walk (_native_walk.c), built by `pip install` where a C compiler is; the
+# Python loop below does the same where it is not (``replay serve`` prints which one runs).
+try:
+    from replay.privacy import _native_walk
+except ImportError:  # pragma: no cover - no compiler where this was installed
+    _native_walk = None  # type: ignore[assignment]
+if _native_walk is not None:
+    _native_walk.configure(Node, _mirror._EMPTY, STRUCTURAL, URL_ATTRIBUTES, _CONTEXT_TAGS, FIELD_TAGS,
+                           _detectors._TOKEN_PREFIXES)
+native_walk = _native_walk.walk if _native_walk is not None else None
+
+
+def use_native_walk(enabled: bool) -> bool:
+    """Run Walker._walk's loop in C (when built) or in Python; returns whether C runs now."""
+    global native_walk
+    native_walk = _native_walk.walk if enabled and _native_walk is not None else None
+    return native_walk is not None
 
 # Where a value sits, as passed to Sink.input_value.
 FORM_VALUE, FORM_INPUT_EVENT, FORM_TEXT, FORM_EDITABLE = "value", "input", "textarea", "editable"
@@ -279,8 +299,12 @@ class Walker:
     # --- serialized trees (full snapshots and added nodes) --------------------------------------
 
     def _walk(self, root: dict[str, Any], parent: Node | None, ctx: Ctx) -> None:
+        """Mirror a serialized subtree and pass its values through the sink (pre-order, in place)."""
+        if native_walk is not None:
+            native_walk(self, root, parent, ctx)
+            return
         stack: list[tuple[dict[str, Any], Node | None, Ctx]] = [(root, parent, ctx)]
-        mirror, sink, block_selectors = self.mirror, self.sink, self._block_selectors
+        mirror = self.mirror
         while stack:
             sn, parent, ctx = stack.pop()
             sid = sn.get("id")
@@ -288,33 +312,18 @@ class Walker:
                 continue
             kind = sn.get("type")
             if kind == ELEMENT:
-                tag = str(sn.get("tagName") or "").lower()
                 attrs = sn.get("attributes")
                 if not isinstance(attrs, dict):
                     attrs = {}
-                node = mirror.add(sid, tag, attrs, parent)
-                if block_selectors is not None and not ctx.blocked and block_selectors.matches(node, self._smemo):
-                    node.flags |= BLOCKED
-                    if sink.drops_blocked:
-                        self._register(sn.get("childNodes"), node)
-                        sink.blocked(node, sn)
-                        continue
-                    sink.blocked(node, sn)
-                child_ctx = self._enter(node, ctx)
-                if tag in FIELD_TAGS or child_ctx.owner is node and child_ctx.kind == "editable":
-                    sink.field(node)
-                self._element_attributes(node, attrs, child_ctx)
+                node = mirror.add(sid, str(sn.get("tagName") or "").lower(), attrs, parent)
+                child_ctx = self._element(sn, node, attrs, ctx)
+                if child_ctx is None:
+                    continue
             elif kind == TEXT or kind == COMMENT or kind == CDATA:
                 mirror.add_leaf(sid, parent)
                 value = sn.get("textContent")
                 if isinstance(value, str) and value:
-                    if kind == TEXT:
-                        new = self._text(parent, ctx, value)
-                    elif ctx.mask_text or may_contain_pii(value):
-                        # comments: not rendered, but still recorded, so PII and mask selectors apply
-                        new = sink.text(parent, value, ctx.mask_text)
-                    else:
-                        continue
+                    new = self._leaf_text(kind, parent, ctx, value)
                     if new is not value:
                         sn["textContent"] = new
                 continue
@@ -329,6 +338,34 @@ class Walker:
                 for child in reversed(children):
                     if isinstance(child, dict):
                         stack.append((child, node, child_ctx))
+
+    # The per-node steps of _walk. The native loop (replay/privacy/_native_walk.c) calls them for
+    # every node it cannot prove they would leave unchanged, so both loops share one set of rules.
+
+    def _element(self, sn: dict[str, Any], node: Node, attrs: dict[str, Any], ctx: Ctx) -> Ctx | None:
+        """Block rules, context and attributes of a mirrored element; None: skip its children."""
+        sink = self.sink
+        if self._block_selectors is not None and not ctx.blocked and self._block_selectors.matches(node, self._smemo):
+            node.flags |= BLOCKED
+            if sink.drops_blocked:
+                self._register(sn.get("childNodes"), node)
+                sink.blocked(node, sn)
+                return None
+            sink.blocked(node, sn)
+        child_ctx = self._enter(node, ctx)
+        if node.tag in FIELD_TAGS or child_ctx.owner is node and child_ctx.kind == "editable":
+            sink.field(node)
+        self._element_attributes(node, attrs)
+        return child_ctx
+
+    def _leaf_text(self, kind: int, parent: Node | None, ctx: Ctx, value: str) -> str:
+        """The value to keep for a text, comment or CDATA node's ``textContent``."""
+        if kind == TEXT:
+            return self._text(parent, ctx, value)
+        if ctx.mask_text or may_contain_pii(value):
+            # comments: not rendered, but still recorded, so PII and mask selectors apply
+            return self.sink.text(parent, value, ctx.mask_text)
+        return value
 
     def _register(self, children: Any, parent: Node) -> None:
         """Mirror a subtree's ids only (content under a blocked element that will be dropped)."""
@@ -359,7 +396,7 @@ class Walker:
             return sink.input_value(ctx.owner, value, self.rules.mask_editable or ctx.mask_text, FORM_EDITABLE)
         return sink.text(parent, value, ctx.mask_text or self.rules.option_masked(ctx.owner))  # "option"
 
-    def _element_attributes(self, node: Node, attrs: dict[str, Any], ctx: Ctx) -> None:
+    def _element_attributes(self, node: Node, attrs: dict[str, Any]) -> None:
         if node.tag == "option" and attrs.get("selected") not in (None, False):
             if self.rules.select_masked(node) and self.sink.option_selected(node):
                 del attrs["selected"]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import IN_CI
+
 from chromium import CHROMIUM_ARGS
 
 
@@ -23,7 +25,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _unavailable(reason: str):
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if IN_CI:
         pytest.fail(f"browser tests cannot run under CI: {reason}", pytrace=False)
     pytest.skip(reason)
 

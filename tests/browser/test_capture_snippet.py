@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import re
 import threading
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from harness import fetch_events
+from harness import IN_CI, fetch_events
 
 pytestmark = pytest.mark.browser
 
@@ -45,7 +44,7 @@ INPUT = 5
 
 
 def _missing(what: str):
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if IN_CI:
         pytest.fail(f"{what} is missing (CI=true: nothing skips)")
     pytest.skip(f"{what} is missing")
 

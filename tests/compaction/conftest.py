@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import boto3
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from harness import IN_CI
 
 
 def free_port() -> int:

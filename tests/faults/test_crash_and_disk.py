@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import threading
@@ -13,12 +12,9 @@ import boto3
 import pytest
 import requests
 
-from harness import ReplayProcess, post_batch
+from harness import IN_CI, ReplayProcess, post_batch
 from load import LoadGenerator, batch_events, key
 from tcp_proxy import TcpProxy
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
 
 
 def read_events(url, project_id, api_key, sid):

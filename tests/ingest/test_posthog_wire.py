@@ -22,6 +22,8 @@ from urllib.parse import parse_qsl, quote
 
 import orjson
 import pytest
+
+from harness import IN_CI
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -448,7 +450,7 @@ def test_compressing_like_posthog_then_parsing_gives_the_events_back(events, use
 @pytest.mark.browser
 def test_vendored_posthog_js_uploads_decode_to_what_rrweb_emitted(tmp_path):
     if not (os.environ.get("REPLAY_CHROMIUM") or shutil.which("chromium")):
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if IN_CI:
             pytest.fail("no Chromium under CI")
         pytest.skip("no Chromium: install Debian's chromium or set REPLAY_CHROMIUM")
     if not VENDORED.is_dir():

@@ -11,6 +11,9 @@ import pytest
 from leak_vectors import EXPECTED  # what each fixture leaks (shared with the end-to-end tests)
 from replay.privacy import MaskingPolicy, audit_session, render_text, summarize_project
 
+# Every test here runs with the C loop of the masking walk and with the Python loop.
+pytestmark = pytest.mark.usefixtures("each_walk_loop")
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "privacy"
 
 

@@ -12,6 +12,9 @@ import pytest
 from replay.privacy import MaskingPolicy, MirrorCache, SessionMirror, audit_session, enforce_events, render_text
 from replay.privacy.enforce import mirror_attributes
 
+# Every test here runs with the C loop of the masking walk and with the Python loop.
+pytestmark = pytest.mark.usefixtures("each_walk_loop")
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "privacy"
 NAMES = sorted(p.stem for p in FIXTURES.glob("*.json"))
 POLICY = MaskingPolicy()

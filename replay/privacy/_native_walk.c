@@ -1,0 +1,792 @@
+/* The loop of Walker._walk (replay/privacy/walk.py) in C: the same pre-order walk of a
+ * serialized rrweb subtree, for full snapshots and added nodes, which is most of what masking
+ * costs at ingest.
+ *
+ * It decides nothing the Python walker does not. It does the bookkeeping every node needs
+ * (mirror entries, parent links) and, for each node, proves one of two things: either the
+ * Python step would change nothing and call no sink (an ordinary element no selector can match,
+ * page text no detector can match, a structural attribute), or it calls that Python step
+ * (Walker._element, Walker._leaf_text, Walker._attribute, SessionMirror.add / add_leaf). The
+ * proofs mirror the early returns of those steps; tests run both loops over real recordings
+ * and the privacy fixtures and compare every event and the mirrors they leave.
+ *
+ * The inputs are Python objects decoded from untrusted bodies, so nothing here reads raw
+ * bytes: every access goes through the C API with its type checks, every reference taken is
+ * held until the node is done, and a Python error aborts the walk with the exception set.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+enum { DOCUMENT = 0, DOCTYPE = 1, ELEMENT = 2, TEXT = 3, CDATA = 4, COMMENT = 5, OTHER = -1 };
+
+/* Set once by configure(): constants of walk.py and mirror.py. */
+static PyObject *Node_type, *EMPTY_ATTRS, *STRUCTURAL, *URL_ATTRIBUTES, *CONTEXT_TAGS, *FIELD_TAGS;
+static PyObject *kind_objects[6];
+
+static PyObject *s_id, *s_type, *s_tagName, *s_attributes, *s_textContent, *s_childNodes, *s_children,
+    *s_class, *s_attrs, *s_contenteditable, *s_value, *s_input, *s_unknown, *s_skip, *s_empty, *s_document,
+    *s_lower, *s_add, *s_add_leaf, *s_note_password, *s_element, *s_leaf_text, *s_attribute,
+    *s_mirror, *s_rules, *s_block, *s_mask, *s_nodes, *s_leaves, *s_keep, *s_name_cache,
+    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind;
+
+/* ---- the PII prefilter of detectors._candidate_pattern, without its regex calls ----------------
+ * Character classes as CPython's re has them for str patterns: \d is Py_UNICODE_ISDECIMAL, \w is
+ * Py_UNICODE_ISALNUM or "_"; [A-Z] and [A-Za-z0-9_-] are ASCII. */
+
+static PyObject *TOKEN_PREFIXES; /* detectors._TOKEN_PREFIXES */
+
+static int is_digit(Py_UCS4 c) { return Py_UNICODE_ISDECIMAL(c); }
+
+static int is_word_or_dash(Py_UCS4 c) { return c == '_' || c == '-' || Py_UNICODE_ISALNUM(c); }
+
+static int is_ascii_token_char(Py_UCS4 c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+/* _SEVEN_DIGITS: seven digits in one run of [\d ().-] */
+static int has_seven_digits(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
+    int digits = 0;
+    for (Py_ssize_t i = start; i < end; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (is_digit(c)) {
+            if (++digits >= 7)
+                return 1;
+        } else if (!(c == ' ' || c == '(' || c == ')' || c == '.' || c == '-')) {
+            digits = 0;
+        }
+    }
+    return 0;
+}
+
+/* _WORD_RUN: [\w-]{11} */
+static int has_word_run(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
+    Py_ssize_t run = 0;
+    for (Py_ssize_t i = start; i < end; i++) {
+        if (is_word_or_dash(PyUnicode_READ(kind, data, i))) {
+            if (++run >= 11)
+                return 1;
+        } else {
+            run = 0;
+        }
+    }
+    return 0;
+}
+
+/* _IBAN_START: [A-Z]{2}\d{2} */
+static int has_iban_start(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
+    for (Py_ssize_t i = start; i + 4 <= end; i++) {
+        Py_UCS4 a = PyUnicode_READ(kind, data, i), b = PyUnicode_READ(kind, data, i + 1);
+        if (a >= 'A' && a <= 'Z' && b >= 'A' && b <= 'Z' && is_digit(PyUnicode_READ(kind, data, i + 2))
+            && is_digit(PyUnicode_READ(kind, data, i + 3)))
+            return 1;
+    }
+    return 0;
+}
+
+/* _TOKEN_PREFIX: one of _TOKEN_PREFIXES */
+static int has_token_prefix(PyObject *text, Py_ssize_t start, Py_ssize_t end) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(TOKEN_PREFIXES); i++) {
+        Py_ssize_t at = PyUnicode_Find(text, PyTuple_GET_ITEM(TOKEN_PREFIXES, i), start, end, 1);
+        if (at != -1)
+            return at == -2 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* _has_entropy_candidate: a whole [\w-] run of 32-200 characters, all [A-Za-z0-9_-], two of them
+ * digits (the entropy alternative's lookarounds make a match a whole run). */
+static int has_entropy_candidate(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
+    Py_ssize_t run = 0, digits = 0;
+    int ascii = 1;
+    for (Py_ssize_t i = start; i <= end; i++) {
+        Py_UCS4 c = i < end ? PyUnicode_READ(kind, data, i) : 0;
+        if (i < end && is_word_or_dash(c)) {
+            run++;
+            if (!is_ascii_token_char(c))
+                ascii = 0;
+            else if (c >= '0' && c <= '9')
+                digits++;
+            continue;
+        }
+        if (ascii && run >= 32 && run <= 200 && digits >= 2)
+            return 1;
+        run = digits = 0;
+        ascii = 1;
+    }
+    return 0;
+}
+
+/* detectors.may_contain_pii(text[start:]); -1 with an exception set on error */
+static int may_contain_pii_from(PyObject *text, Py_ssize_t start) {
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t end = PyUnicode_GET_LENGTH(text);
+    if (PyUnicode_FindChar(text, '@', start, end, 1) >= 0)
+        return 1;
+    if (end - start < 7)
+        return 0;
+    if (has_seven_digits(kind, data, start, end))
+        return 1;
+    if (end - start < 15)
+        return 0;
+    if (has_iban_start(kind, data, start, end))
+        return 1;
+    if (!has_word_run(kind, data, start, end))
+        return 0;
+    int prefix = has_token_prefix(text, start, end);
+    return prefix != 0 ? prefix : has_entropy_candidate(kind, data, start, end);
+}
+
+static int may_contain_pii(PyObject *text) { return may_contain_pii_from(text, 0); }
+
+static int is_ascii_letter(Py_UCS4 c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+/* detectors.url_may_contain_pii: the scheme and host, matched by [A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*,
+ * cannot hold PII. The scheme class has no ":", so the first "://" after it is the only one the
+ * pattern can match and no backtracking is needed. */
+static int url_may_contain_pii(PyObject *url) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(url);
+    if (PyUnicode_FindChar(url, '@', 0, n, 1) >= 0)
+        return 1;
+    int kind = PyUnicode_KIND(url);
+    const void *data = PyUnicode_DATA(url);
+    Py_ssize_t i = 0;
+    if (n > 0 && is_ascii_letter(PyUnicode_READ(kind, data, 0))) {
+        i = 1;
+        while (i < n) {
+            Py_UCS4 c = PyUnicode_READ(kind, data, i);
+            if (!(is_ascii_letter(c) || (c >= '0' && c <= '9') || c == '+' || c == '.' || c == '-'))
+                break;
+            i++;
+        }
+        if (i + 3 <= n && PyUnicode_READ(kind, data, i) == ':' && PyUnicode_READ(kind, data, i + 1) == '/'
+            && PyUnicode_READ(kind, data, i + 2) == '/') {
+            i += 3;
+            while (i < n) {
+                Py_UCS4 c = PyUnicode_READ(kind, data, i);
+                if (c == '/' || c == '?' || c == '#' || c == '@')
+                    break;
+                i++;
+            }
+        } else {
+            i = 0;
+        }
+    }
+    return may_contain_pii_from(url, i);
+}
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+/* str.lower() of a str, or the same object when it has no upper-case ASCII and no other case. */
+static PyObject *lowered(PyObject *s) {
+    if (PyUnicode_CheckExact(s) && PyUnicode_IS_ASCII(s)) {
+        const Py_UCS1 *p = PyUnicode_1BYTE_DATA(s);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+        Py_ssize_t i = 0;
+        while (i < n && !(p[i] >= 'A' && p[i] <= 'Z'))
+            i++;
+        if (i == n)
+            return Py_NewRef(s);
+    }
+    return PyObject_CallMethodNoArgs(s, s_lower);
+}
+
+/* Which rrweb node type ``obj`` equals, as ``kind == ELEMENT`` and friends compare in Python. */
+static int node_kind(PyObject *obj) {
+    if (obj == NULL)
+        return OTHER;
+    if (PyLong_CheckExact(obj)) {
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(obj, &overflow);
+        return (!overflow && v >= 0 && v <= 5) ? (int)v : OTHER;
+    }
+    for (int k = 0; k <= 5; k++) {
+        int eq = PyObject_RichCompareBool(obj, kind_objects[k], Py_EQ);
+        if (eq < 0)
+            return -2;
+        if (eq)
+            return k;
+    }
+    return OTHER;
+}
+
+static int starts_with_rr(PyObject *s) {
+    return PyUnicode_GET_LENGTH(s) >= 3 && PyUnicode_READ_CHAR(s, 0) == 'r' && PyUnicode_READ_CHAR(s, 1) == 'r'
+           && PyUnicode_READ_CHAR(s, 2) == '_';
+}
+
+/* mirror._link: parent.children[child_id] = None */
+static int link_child(PyObject *parent, PyObject *child_id) {
+    if (parent == Py_None)
+        return 0;
+    PyObject *children = PyObject_GetAttr(parent, s_children);
+    if (children == NULL)
+        return -1;
+    int rc;
+    if (children == Py_None) {
+        PyObject *d = PyDict_New();
+        rc = d == NULL ? -1 : PyDict_SetItem(d, child_id, Py_None);
+        if (rc == 0)
+            rc = PyObject_SetAttr(parent, s_children, d);
+        Py_XDECREF(d);
+    } else {
+        rc = PyDict_Check(children) ? PyDict_SetItem(children, child_id, Py_None)
+                                    : PyObject_SetItem(children, child_id, Py_None);
+    }
+    Py_DECREF(children);
+    return rc;
+}
+
+/* ---- one walk ------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject *walker, *mirror, *nodes, *leaves, *keep, *name_cache, *attr_selectors;
+    PyObject *block_keys, *mask_keys; /* SelectorSet.rule_keys, or NULL for no selectors */
+    /* the context last looked at (contexts change rarely down a tree) */
+    PyObject *ctx;
+    int ctx_blocked, ctx_mask_text, ctx_kind; /* kind: 0 None, 1 "unknown", 2 "skip", 3 other */
+} Walk;
+
+static int read_ctx(Walk *w, PyObject *ctx) {
+    if (ctx == w->ctx)
+        return 0;
+    PyObject *b = PyObject_GetAttr(ctx, s_blocked), *m = PyObject_GetAttr(ctx, s_mask_text),
+             *k = PyObject_GetAttr(ctx, s_kind);
+    int rc = -1;
+    if (b != NULL && m != NULL && k != NULL) {
+        int bt = PyObject_IsTrue(b), mt = PyObject_IsTrue(m);
+        if (bt >= 0 && mt >= 0) {
+            w->ctx_blocked = bt;
+            w->ctx_mask_text = mt;
+            if (k == Py_None)
+                w->ctx_kind = 0;
+            else if (PyUnicode_Check(k) && PyUnicode_Compare(k, s_unknown) == 0)
+                w->ctx_kind = 1;
+            else if (PyUnicode_Check(k) && PyUnicode_Compare(k, s_skip) == 0)
+                w->ctx_kind = 2;
+            else
+                w->ctx_kind = 3;
+            if (PyErr_Occurred())
+                goto done;
+            Py_XSETREF(w->ctx, Py_NewRef(ctx));
+            rc = 0;
+        }
+    }
+done:
+    Py_XDECREF(b);
+    Py_XDECREF(m);
+    Py_XDECREF(k);
+    return rc;
+}
+
+/* Whether a SelectorSet's rule hash has an entry for this element (if not, no selector matches). */
+static int might_match(PyObject *keys, PyObject *tag, PyObject *attrs) {
+    if (keys == NULL)
+        return 0;
+    if (PyObject_IsTrue(PyTuple_GET_ITEM(keys, 0)))
+        return 1;
+    PyObject *by_tag = PyTuple_GET_ITEM(keys, 1), *by_id = PyTuple_GET_ITEM(keys, 2),
+             *by_class = PyTuple_GET_ITEM(keys, 3);
+    int r;
+    if (PyDict_GET_SIZE(by_tag) && (r = PyDict_Contains(by_tag, tag)) != 0)
+        return r;
+    if (PyDict_GET_SIZE(by_id)) {
+        PyObject *id = PyDict_GetItemWithError(attrs, s_id);
+        if (id != NULL && (r = PyDict_Contains(by_id, id)) != 0)
+            return r;
+        if (PyErr_Occurred())
+            return -1;
+    }
+    if (PyDict_GET_SIZE(by_class)) {
+        PyObject *cls = PyDict_GetItemWithError(attrs, s_class);
+        if (cls == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        if (!PyUnicode_Check(cls))
+            return 1;  /* let SelectorSet.matches deal with it */
+        /* A class name of the table can only be among the element's classes if it occurs in the
+         * attribute: a substring search per name of the table (a handful) instead of a split. */
+        PyObject *name, *value;
+        Py_ssize_t pos = 0, n = PyUnicode_GET_LENGTH(cls);
+        while (PyDict_Next(by_class, &pos, &name, &value)) {
+            if (!PyUnicode_Check(name))
+                return 1;
+            Py_ssize_t at = PyUnicode_Find(cls, name, 0, n, 1);
+            if (at != -1)
+                return at == -2 ? -1 : 1;
+        }
+    }
+    return 0;
+}
+
+/* SessionMirror.add for an id the mirror does not hold yet (else the Python method runs). */
+static PyObject *mirror_add(Walk *w, PyObject *sid, PyObject *tag, PyObject *attrs, PyObject *parent) {
+    int known = PyDict_Contains(w->nodes, sid);
+    if (known < 0)
+        return NULL;
+    if (known)
+        return PyObject_CallMethodObjArgs(w->mirror, s_add, sid, tag, attrs, parent, NULL);
+    PyObject *kept = NULL, *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(attrs, &pos, &key, &value)) {
+        if (!PyUnicode_Check(value))
+            continue;
+        int keep = PySet_Contains(w->keep, key);
+        if (keep < 0)
+            goto fail;
+        if (!keep)
+            continue;
+        if (kept == NULL && (kept = PyDict_New()) == NULL)
+            goto fail;
+        if (PyDict_SetItem(kept, key, value) < 0)
+            goto fail;
+    }
+    PyObject *args[4] = {sid, tag, kept != NULL ? kept : EMPTY_ATTRS, parent};
+    PyObject *node = PyObject_Vectorcall(Node_type, args, 4, NULL);
+    Py_XDECREF(kept);
+    if (node == NULL)
+        return NULL;
+    if (PyDict_SetItem(w->nodes, sid, node) < 0 || link_child(parent, sid) < 0)
+        goto fail_node;
+    if (PyUnicode_Compare(tag, s_input) == 0) {
+        PyObject *r = PyObject_CallMethodObjArgs(w->mirror, s_note_password, node, Py_None, NULL);
+        if (r == NULL)
+            goto fail_node;
+        Py_DECREF(r);
+    }
+    return node;
+fail_node:
+    Py_DECREF(node);
+    return NULL;
+fail:
+    Py_XDECREF(kept);
+    return NULL;
+}
+
+/* SessionMirror.add_leaf */
+static int mirror_add_leaf(Walk *w, PyObject *sid, PyObject *parent) {
+    int known = PyDict_Contains(w->leaves, sid);
+    if (known < 0)
+        return -1;
+    if (known) {
+        PyObject *r = PyObject_CallMethodObjArgs(w->mirror, s_add_leaf, sid, parent, NULL);
+        Py_XDECREF(r);
+        return r == NULL ? -1 : 0;
+    }
+    if (PyDict_SetItem(w->leaves, sid, parent) < 0)
+        return -1;
+    return link_child(parent, sid);
+}
+
+/* 1: Walker._attribute would return the value as it is and call no sink; 0: it must run. */
+static int attribute_unchanged(Walk *w, PyObject *lname, PyObject *value) {
+    int r = PySet_Contains(URL_ATTRIBUTES, lname);
+    if (r != 0) {
+        if (r < 0 || PyUnicode_FindChar(value, '=', 0, PyUnicode_GET_LENGTH(value), 1) >= 0)
+            return r < 0 ? -1 : 0;
+        r = url_may_contain_pii(value);
+        return r < 0 ? -1 : !r;
+    }
+    if ((r = PySet_Contains(STRUCTURAL, lname)) != 0)
+        return r;
+    if (starts_with_rr(lname))
+        return 1;
+    if (PyUnicode_Compare(lname, s_value) == 0)
+        return 0;
+    /* Rules.attribute_masked: a name the rules mask, or one with selector rules, goes to Python. */
+    PyObject *masked = PyDict_GetItemWithError(w->name_cache, lname);
+    if (masked != Py_False)
+        return PyErr_Occurred() ? -1 : 0;
+    if ((r = PyDict_Contains(w->attr_selectors, lname)) != 0)
+        return r < 0 ? -1 : 0;
+    r = may_contain_pii(value);
+    return r < 0 ? -1 : !r;
+}
+
+/* Walker._element_attributes for an element that is not an <option>. */
+static int element_attributes(Walk *w, PyObject *node, PyObject *tag, PyObject *attrs) {
+    PyObject *name, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(attrs, &pos, &name, &value)) {
+        int r = PySet_Contains(STRUCTURAL, name);
+        if (r < 0)
+            return -1;
+        if (r || !PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) == 0)
+            continue;
+        PyObject *lname = lowered(name);
+        if (lname == NULL)
+            return -1;
+        int same = PyUnicode_Check(lname) ? attribute_unchanged(w, lname, value) : 0;
+        if (same == 0) {
+            Py_INCREF(value);  /* the sink may drop the dict's reference when it replaces it */
+            PyObject *new = PyObject_CallMethodObjArgs(w->walker, s_attribute, node, tag, lname, value, NULL);
+            if (new != NULL && new != value && PyDict_SetItem(attrs, name, new) < 0)
+                Py_CLEAR(new);
+            Py_DECREF(value);
+            if (new == NULL) {
+                Py_DECREF(lname);
+                return -1;
+            }
+            Py_DECREF(new);
+        }
+        Py_DECREF(lname);
+        if (same < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The element steps; returns the children's context (new reference), Py_None to skip them. */
+static PyObject *element(Walk *w, PyObject *sn, PyObject *sid, PyObject *parent, PyObject *ctx, PyObject **node_out) {
+    PyObject *tag = NULL, *attrs = NULL, *node = NULL, *result = NULL;
+    PyObject *raw = PyDict_GetItemWithError(sn, s_tagName);
+    if (raw == NULL && PyErr_Occurred())
+        return NULL;
+    int truthy = raw == NULL ? 0 : PyObject_IsTrue(raw);
+    if (truthy < 0)
+        return NULL;
+    if (!truthy) {
+        tag = Py_NewRef(s_empty);
+    } else {
+        PyObject *text = PyUnicode_CheckExact(raw) ? Py_NewRef(raw) : PyObject_Str(raw);
+        if (text == NULL)
+            return NULL;
+        tag = lowered(text);
+        Py_DECREF(text);
+        if (tag == NULL)
+            return NULL;
+    }
+    attrs = PyDict_GetItemWithError(sn, s_attributes);
+    if (attrs == NULL && PyErr_Occurred())
+        goto done;
+    attrs = (attrs != NULL && PyDict_Check(attrs)) ? Py_NewRef(attrs) : PyDict_New();
+    if (attrs == NULL)
+        goto done;
+    node = mirror_add(w, sid, tag, attrs, parent);
+    if (node == NULL)
+        goto done;
+    if (read_ctx(w, ctx) < 0)
+        goto done;
+    /* The fast path is Walker._element when nothing in it applies: no block or mask selector can
+     * match, the element changes no context (_enter), it is no form field and no <option>. */
+    PyObject *kept = PyObject_GetAttr(node, s_attrs);
+    if (kept == NULL)
+        goto done;
+    int slow = 0;
+    if (!w->ctx_blocked)
+        slow = might_match(w->block_keys, tag, kept);
+    if (slow == 0 && !w->ctx_mask_text)
+        slow = might_match(w->mask_keys, tag, kept);
+    if (slow == 0)
+        slow = PySet_Contains(CONTEXT_TAGS, tag);
+    if (slow == 0)
+        slow = PySet_Contains(FIELD_TAGS, tag);
+    if (slow == 0)
+        slow = PyDict_Contains(kept, s_contenteditable);
+    Py_DECREF(kept);
+    if (slow < 0)
+        goto done;
+    if (slow) {
+        result = PyObject_CallMethodObjArgs(w->walker, s_element, sn, node, attrs, ctx, NULL);
+    } else if (element_attributes(w, node, tag, attrs) == 0) {
+        result = Py_NewRef(ctx);
+    }
+done:
+    Py_XDECREF(tag);
+    Py_XDECREF(attrs);
+    if (result != NULL)
+        *node_out = node;
+    else
+        Py_XDECREF(node);
+    return result;
+}
+
+static int leaf_text(Walk *w, PyObject *sn, int kind, PyObject *parent, PyObject *ctx) {
+    PyObject *value = PyDict_GetItemWithError(sn, s_textContent);
+    if (value == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyUnicode_Check(value) || PyUnicode_GET_LENGTH(value) == 0)
+        return 0;
+    if (read_ctx(w, ctx) < 0)
+        return -1;
+    /* Walker._leaf_text / _text return the value untouched: */
+    if (kind == TEXT && w->ctx_kind == 2)  /* style and script text */
+        return 0;
+    if ((kind != TEXT || w->ctx_kind <= 1) && !w->ctx_mask_text) {
+        int pii = may_contain_pii(value);
+        if (pii <= 0)
+            return pii;  /* page text, comments: nothing to mask and nothing a detector could find */
+    }
+    Py_INCREF(value);
+    PyObject *new = PyObject_CallMethodObjArgs(w->walker, s_leaf_text, kind_objects[kind], parent, ctx, value, NULL);
+    int rc = 0;
+    if (new == NULL)
+        rc = -1;
+    else if (new != value)
+        rc = PyDict_SetItem(sn, s_textContent, new);
+    Py_XDECREF(new);
+    Py_DECREF(value);
+    return rc;
+}
+
+typedef struct {
+    PyObject *sn, *parent, *ctx;
+} Frame;
+
+typedef struct {
+    Frame *items;
+    Py_ssize_t len, cap;
+} Stack;
+
+static int push(Stack *s, PyObject *sn, PyObject *parent, PyObject *ctx) {
+    if (s->len == s->cap) {
+        Py_ssize_t cap = s->cap ? s->cap * 2 : 64;
+        Frame *items = PyMem_Realloc(s->items, (size_t)cap * sizeof(Frame));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->items = items;
+        s->cap = cap;
+    }
+    s->items[s->len++] = (Frame){Py_NewRef(sn), Py_NewRef(parent), Py_NewRef(ctx)};
+    return 0;
+}
+
+static int walk_one(Walk *w, Stack *stack, Frame f) {
+    PyObject *sid = PyDict_GetItemWithError(f.sn, s_id);
+    if (sid == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyLong_Check(sid))
+        return 0;
+    Py_INCREF(sid);
+    PyObject *kind_obj = PyDict_GetItemWithError(f.sn, s_type);
+    int kind = (kind_obj == NULL && PyErr_Occurred()) ? -2 : node_kind(kind_obj);
+    PyObject *node = NULL, *child_ctx = NULL;
+    int rc = -1;
+    if (kind == -2)
+        goto done;
+    if (kind == ELEMENT) {
+        child_ctx = element(w, f.sn, sid, f.parent, f.ctx, &node);
+        if (child_ctx == NULL)
+            goto done;
+        if (child_ctx == Py_None) {
+            rc = 0;
+            goto done;
+        }
+    } else if (kind == TEXT || kind == COMMENT || kind == CDATA) {
+        if (mirror_add_leaf(w, sid, f.parent) == 0)
+            rc = leaf_text(w, f.sn, kind, f.parent, f.ctx);
+        goto done;
+    } else if (kind == DOCUMENT) {
+        node = PyObject_CallMethodObjArgs(w->mirror, s_add, sid, s_document, Py_None, f.parent, NULL);
+        if (node == NULL)
+            goto done;
+        child_ctx = Py_NewRef(f.ctx);
+    } else {
+        rc = mirror_add_leaf(w, sid, f.parent);  /* doctype */
+        goto done;
+    }
+    PyObject *children = PyDict_GetItemWithError(f.sn, s_childNodes);
+    if (children == NULL) {
+        rc = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    rc = 0;
+    if (PyList_Check(children)) {
+        Py_INCREF(children);
+        for (Py_ssize_t i = PyList_GET_SIZE(children) - 1; i >= 0 && rc == 0; i--) {
+            if (i >= PyList_GET_SIZE(children))
+                continue;
+            PyObject *child = PyList_GET_ITEM(children, i);
+            if (PyDict_Check(child))
+                rc = push(stack, child, node, child_ctx);
+        }
+        Py_DECREF(children);
+    }
+done:
+    Py_DECREF(sid);
+    Py_XDECREF(node);
+    Py_XDECREF(child_ctx);
+    return rc;
+}
+
+static PyObject *rule_keys(PyObject *selectors) {
+    if (selectors == Py_None)
+        return NULL;
+    PyObject *keys = PyObject_GetAttr(selectors, s_rule_keys);
+    if (keys != NULL && !(PyTuple_Check(keys) && PyTuple_GET_SIZE(keys) == 4 && PyDict_Check(PyTuple_GET_ITEM(keys, 1))
+                          && PyDict_Check(PyTuple_GET_ITEM(keys, 2)) && PyDict_Check(PyTuple_GET_ITEM(keys, 3)))) {
+        Py_DECREF(keys);
+        PyErr_SetString(PyExc_TypeError, "SelectorSet.rule_keys must be (bool, dict, dict, dict)");
+        return NULL;
+    }
+    return keys;
+}
+
+static void walk_clear(Walk *w) {
+    Py_CLEAR(w->mirror);
+    Py_CLEAR(w->nodes);
+    Py_CLEAR(w->leaves);
+    Py_CLEAR(w->keep);
+    Py_CLEAR(w->name_cache);
+    Py_CLEAR(w->attr_selectors);
+    Py_CLEAR(w->block_keys);
+    Py_CLEAR(w->mask_keys);
+    Py_CLEAR(w->ctx);
+}
+
+static int walk_init(Walk *w, PyObject *walker) {
+    PyObject *rules = NULL, *block = NULL, *mask = NULL;
+    int rc = -1;
+    w->walker = walker;
+    if ((w->mirror = PyObject_GetAttr(walker, s_mirror)) == NULL || (rules = PyObject_GetAttr(walker, s_rules)) == NULL
+        || (w->nodes = PyObject_GetAttr(w->mirror, s_nodes)) == NULL
+        || (w->leaves = PyObject_GetAttr(w->mirror, s_leaves)) == NULL
+        || (w->keep = PyObject_GetAttr(w->mirror, s_keep)) == NULL
+        || (w->name_cache = PyObject_GetAttr(rules, s_name_cache)) == NULL
+        || (w->attr_selectors = PyObject_GetAttr(rules, s_attr_selectors)) == NULL
+        || (block = PyObject_GetAttr(walker, s_block)) == NULL || (mask = PyObject_GetAttr(walker, s_mask)) == NULL)
+        goto done;
+    if (!PyDict_Check(w->nodes) || !PyDict_Check(w->leaves) || !PyAnySet_Check(w->keep) || !PyDict_Check(w->name_cache)
+        || !PyDict_Check(w->attr_selectors)) {
+        PyErr_SetString(PyExc_TypeError, "walker's mirror or rules are not what _native_walk expects");
+        goto done;
+    }
+    if ((w->block_keys = rule_keys(block)) == NULL && PyErr_Occurred())
+        goto done;
+    if ((w->mask_keys = rule_keys(mask)) == NULL && PyErr_Occurred())
+        goto done;
+    rc = 0;
+done:
+    Py_XDECREF(rules);
+    Py_XDECREF(block);
+    Py_XDECREF(mask);
+    return rc;
+}
+
+static PyObject *walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "walk(walker, root, parent, ctx)");
+        return NULL;
+    }
+    if (Node_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_native_walk.configure() was not called");
+        return NULL;
+    }
+    if (!PyDict_Check(args[1]))
+        Py_RETURN_NONE;
+    Walk w = {0};
+    Stack stack = {0};
+    int rc = walk_init(&w, args[0]);
+    if (rc == 0)
+        rc = push(&stack, args[1], args[2], args[3]);
+    while (rc == 0 && stack.len) {
+        Frame f = stack.items[--stack.len];
+        rc = walk_one(&w, &stack, f);
+        Py_DECREF(f.sn);
+        Py_DECREF(f.parent);
+        Py_DECREF(f.ctx);
+    }
+    while (stack.len) {
+        Frame f = stack.items[--stack.len];
+        Py_DECREF(f.sn);
+        Py_DECREF(f.parent);
+        Py_DECREF(f.ctx);
+    }
+    PyMem_Free(stack.items);
+    walk_clear(&w);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *configure(PyObject *module, PyObject *args) {
+    PyObject *node_type, *empty, *structural, *url_attributes, *context_tags, *field_tags, *prefixes;
+    if (!PyArg_ParseTuple(args, "OO!O!O!O!O!O!:configure", &node_type, &PyDict_Type, &empty, &PyFrozenSet_Type,
+                          &structural, &PyFrozenSet_Type, &url_attributes, &PyFrozenSet_Type, &context_tags,
+                          &PyFrozenSet_Type, &field_tags, &PyTuple_Type, &prefixes))
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(prefixes); i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(prefixes, i)))
+            return PyErr_Format(PyExc_TypeError, "token prefixes must be str");
+    Py_XSETREF(TOKEN_PREFIXES, Py_NewRef(prefixes));
+    Py_XSETREF(Node_type, Py_NewRef(node_type));
+    Py_XSETREF(EMPTY_ATTRS, Py_NewRef(empty));
+    Py_XSETREF(STRUCTURAL, Py_NewRef(structural));
+    Py_XSETREF(URL_ATTRIBUTES, Py_NewRef(url_attributes));
+    Py_XSETREF(CONTEXT_TAGS, Py_NewRef(context_tags));
+    Py_XSETREF(FIELD_TAGS, Py_NewRef(field_tags));
+    Py_RETURN_NONE;
+}
+
+/* Exposed for the tests that hold the C prefilters to the regexes they stand for. */
+static PyObject *py_may_contain_pii(PyObject *module, PyObject *text) {
+    if (!PyUnicode_Check(text))
+        return PyErr_Format(PyExc_TypeError, "str expected");
+    int r = may_contain_pii(text);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyObject *py_url_may_contain_pii(PyObject *module, PyObject *text) {
+    if (!PyUnicode_Check(text))
+        return PyErr_Format(PyExc_TypeError, "str expected");
+    int r = url_may_contain_pii(text);
+    return r < 0 ? NULL : PyBool_FromLong(r);
+}
+
+static PyMethodDef methods[] = {
+    {"walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL, "Walker._walk(root, parent, ctx) for walker."},
+    {"configure", configure, METH_VARARGS,
+     "configure(Node, EMPTY, STRUCTURAL, URL_ATTRIBUTES, CONTEXT_TAGS, FIELD_TAGS, TOKEN_PREFIXES)"},
+    {"may_contain_pii", py_may_contain_pii, METH_O, "detectors.may_contain_pii, in C."},
+    {"url_may_contain_pii", py_url_may_contain_pii, METH_O, "detectors.url_may_contain_pii, in C."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_native_walk", NULL, -1, methods};
+
+#define INTERN(var, text) \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+
+PyMODINIT_FUNC PyInit__native_walk(void) {
+    INTERN(s_id, "id");
+    INTERN(s_type, "type");
+    INTERN(s_tagName, "tagName");
+    INTERN(s_attributes, "attributes");
+    INTERN(s_textContent, "textContent");
+    INTERN(s_childNodes, "childNodes");
+    INTERN(s_children, "children");
+    INTERN(s_class, "class");
+    INTERN(s_attrs, "attrs");
+    INTERN(s_contenteditable, "contenteditable");
+    INTERN(s_value, "value");
+    INTERN(s_input, "input");
+    INTERN(s_unknown, "unknown");
+    INTERN(s_skip, "skip");
+    INTERN(s_empty, "");
+    INTERN(s_document, "#document");
+    INTERN(s_lower, "lower");
+    INTERN(s_add, "add");
+    INTERN(s_add_leaf, "add_leaf");
+    INTERN(s_note_password, "_note_password");
+    INTERN(s_element, "_element");
+    INTERN(s_leaf_text, "_leaf_text");
+    INTERN(s_attribute, "_attribute");
+    INTERN(s_mirror, "mirror");
+    INTERN(s_rules, "rules");
+    INTERN(s_block, "_block_selectors");
+    INTERN(s_mask, "_mask_selectors");
+    INTERN(s_nodes, "nodes");
+    INTERN(s_leaves, "leaves");
+    INTERN(s_keep, "keep");
+    INTERN(s_name_cache, "_name_cache");
+    INTERN(s_attr_selectors, "attr_selectors");
+    INTERN(s_rule_keys, "rule_keys");
+    INTERN(s_blocked, "blocked");
+    INTERN(s_mask_text, "mask_text");
+    INTERN(s_kind, "kind");
+    for (int k = 0; k <= 5; k++)
+        if ((kind_objects[k] = PyLong_FromLong(k)) == NULL)
+            return NULL;
+    return PyModule_Create(&module_def);
+}

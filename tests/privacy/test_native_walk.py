@@ -1,0 +1,246 @@
+"""The C loop of Walker._walk (replay/privacy/_native_walk.c) against the Python loop it replaces.
+
+Both must leave every event and every mirror exactly alike: on the real recordings, on every
+privacy fixture, under policies that reach each of the C loop's shortcuts, and on malformed trees
+(where both must also fail alike). Its PII prefilter must agree with detectors.py's, and that
+one must never hide a finding from the full pattern.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import require_native_walk
+from replay.privacy import MaskingPolicy, SessionMirror, audit_session, enforce_events
+from replay.privacy import detectors, walk
+from replay.privacy.enforce import mirror_attributes
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+RECORDINGS = [FIXTURES / "rrweb-player-events.json", *sorted((FIXTURES / "privacy").glob("*.json"))]
+
+POLICIES = {
+    "default": MaskingPolicy(),
+    # every kind of selector the C loop rules elements out by: tag, id, class, and selectors it
+    # cannot rule out at all (attribute-only), plus masked data-* names and a glob
+    "selectors": MaskingPolicy(
+        mask_text_selectors=(".rr-mask", "#intro", "nav a", "p"),
+        block_selectors=(".rr-block", "[data-private]", "footer"),
+        mask_attributes=MaskingPolicy().mask_attributes + ("data-*", "div[role=button]@aria-label"),
+    ),
+    "lenient": MaskingPolicy(mask_all_inputs=False, mask_text_selectors=(), block_selectors=(),
+                             mask_option_text=False),
+}
+
+
+@pytest.fixture(autouse=True)
+def _native_loop_restored():
+    yield
+    walk.use_native_walk(True)
+
+
+def recording(path: Path) -> list[dict[str, Any]]:
+    data = json.loads(path.read_text())
+    return data["events"] if isinstance(data, dict) else data
+
+
+def mirror_state(mirror: SessionMirror) -> tuple[Any, ...]:
+    nodes = {i: (n.tag, n.attrs, n.parent.id if n.parent else None, n.children, n.flags)
+             for i, n in mirror.nodes.items()}
+    leaves = {i: p.id if p is not None else None for i, p in mirror.leaves.items()}
+    return nodes, leaves, mirror.password_keys, mirror.full_snapshots
+
+
+def enforce_with(native: bool, policy: MaskingPolicy, events: list[Any], batch: int = 7) -> tuple[Any, ...]:
+    """Enforce in batches of ``batch`` events through one mirror; the events and the mirror after."""
+    assert walk.use_native_walk(native) is native
+    events = copy.deepcopy(events)
+    mirror = SessionMirror(mirror_attributes(policy))
+    for i in range(0, len(events), batch):
+        enforce_events(policy, mirror, events[i:i + batch])
+    return events, mirror_state(mirror)
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
+def test_both_loops_mask_a_recording_alike(path: Path, policy: str) -> None:
+    require_native_walk()
+    events = recording(path)
+    native = enforce_with(True, POLICIES[policy], events)
+    python = enforce_with(False, POLICIES[policy], events)
+    assert native[0] == python[0]
+    assert native[1] == python[1]
+    assert native[1][0], "the mirror was built"
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
+def test_both_loops_audit_a_recording_alike(path: Path) -> None:
+    require_native_walk()
+    events = recording(path)
+    reports = []
+    for native in (True, False):
+        walk.use_native_walk(native)
+        reports.append(audit_session(copy.deepcopy(events)).to_dict())
+    assert reports[0] == reports[1]
+
+
+def test_the_shortcuts_are_taken_on_a_real_recording() -> None:
+    """The C loop hands back to Python only what it cannot prove unchanged: a small minority."""
+    require_native_walk()
+    calls = {"_element": 0, "_leaf_text": 0, "_attribute": 0}
+    originals = {name: getattr(walk.Walker, name) for name in calls}
+
+    def counting(name):
+        def call(self, *args):
+            calls[name] += 1
+            return originals[name](self, *args)
+        return call
+
+    events = recording(FIXTURES / "rrweb-player-events.json")
+    snapshot = next(e for e in events if e["type"] == 2)
+    nodes = sum(1 for _ in iter_nodes(snapshot["data"]["node"]))
+    try:
+        for name in calls:
+            setattr(walk.Walker, name, counting(name))
+        enforce_with(True, POLICIES["default"], [snapshot])
+    finally:
+        for name, fn in originals.items():
+            setattr(walk.Walker, name, fn)
+    assert 0 < sum(calls.values()) < nodes / 5, (calls, nodes)
+
+
+def iter_nodes(node: dict[str, Any]):
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(n.get("childNodes") or [])
+
+
+# -- malformed trees -------------------------------------------------------------------------------
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 8), st.floats(allow_nan=False, width=16),
+                     st.sampled_from(["", "div", "INPUT", "textarea", "option", "select", "script", "a", "Input",
+                                      "#text", "jane@example.com", "4242 4242 4242 4242", "rr-block", "rr-mask",
+                                      "https://x.test/?token=abc", "password", "true", "false"]))
+_attr_names = st.sampled_from(["class", "id", "type", "value", "href", "title", "style", "data-x", "Title", "HREF",
+                               "contenteditable", "selected", "rr_src", "placeholder", "name", "src"])
+_attributes = st.one_of(_scalars, st.lists(_scalars, max_size=2),
+                        st.dictionaries(_attr_names, _scalars, max_size=5))
+
+
+def _node(children: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries(
+        {"id": st.one_of(st.integers(1, 40), _scalars), "type": st.one_of(st.integers(0, 6), _scalars)},
+        optional={"tagName": _scalars, "attributes": _attributes, "textContent": _scalars,
+                  "childNodes": st.one_of(children, _scalars)},
+    )
+
+
+_trees = st.recursive(_node(st.just([])), lambda kids: _node(st.lists(st.one_of(kids, _scalars), max_size=4)),
+                      max_leaves=30)
+
+
+def _run(native: bool, policy: MaskingPolicy, tree: dict[str, Any]) -> tuple[Any, ...]:
+    walk.use_native_walk(native)
+    tree = copy.deepcopy(tree)
+    mirror = SessionMirror(mirror_attributes(policy))
+    event = {"type": 2, "timestamp": 1, "data": {"node": tree}}
+    adds = {"type": 3, "timestamp": 2, "data": {"source": 0, "removes": [], "texts": [], "attributes": [],
+                                                 "adds": [{"parentId": 1, "node": copy.deepcopy(tree)}]}}
+    try:
+        enforce_events(policy, mirror, [event, adds])
+    except Exception as e:  # both loops must fail alike
+        return ("raised", type(e).__name__)
+    return event, adds, mirror_state(mirror)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=_trees, policy=st.sampled_from(sorted(POLICIES)))
+def test_both_loops_agree_on_malformed_trees(tree: dict[str, Any], policy: str) -> None:
+    require_native_walk()
+    assert _run(True, POLICIES[policy], tree) == _run(False, POLICIES[policy], tree)
+
+
+def test_a_very_deep_tree_is_walked_without_recursion() -> None:
+    require_native_walk()
+    depth = 200_000
+    root: dict[str, Any] = {"id": 1, "type": 0, "childNodes": []}
+    node = root
+    for i in range(2, depth + 2):
+        child = {"id": i, "type": 2, "tagName": "div", "attributes": {}, "childNodes": []}
+        node["childNodes"].append(child)
+        node = child
+    node["childNodes"].append({"id": depth + 2, "type": 3, "textContent": "call +44 20 7946 0958"})
+    mirror = SessionMirror()
+    enforce_events(MaskingPolicy(), mirror, [{"type": 2, "timestamp": 1, "data": {"node": root}}])
+    assert len(mirror.nodes) == depth + 1 and len(mirror.leaves) == 1
+    assert node["childNodes"][0]["textContent"] == "call *** ** **** ****"
+
+
+def test_the_native_loop_keeps_no_references() -> None:
+    """Every reference the C loop takes is given back: the tree's objects end as they started."""
+    require_native_walk()
+    events = recording(FIXTURES / "rrweb-player-events.json")
+    snapshot = next(e for e in events if e["type"] == 2)
+    enforce_events(MaskingPolicy(), SessionMirror(), [snapshot])  # masked once: later walks change nothing
+    watched = list(iter_nodes(snapshot["data"]["node"]))
+    watched += [v for n in watched for v in (n.get("attributes") or {}).values() if isinstance(v, str)]
+    gc.collect()
+    before = [sys.getrefcount(o) for o in watched]
+    for _ in range(3):
+        mirror = SessionMirror()
+        enforce_events(MaskingPolicy(), mirror, [snapshot])
+        del mirror
+    gc.collect()
+    assert [sys.getrefcount(o) for o in watched] == before
+
+
+# -- the prefilter ---------------------------------------------------------------------------------
+
+_pieces = st.one_of(
+    st.text(alphabet="0123456789 ().-_+@:/?#=&%abcdefXYZAKIJeyJ\u0663\u00b2\u00e9\u4e00\n", max_size=40),
+    st.sampled_from([*detectors._TOKEN_PREFIXES, "http://127.0.0.1:8080/", "https://user:pw@host/", "DE89",
+                     "4242 4242 4242 4242", "+44 20 7946 0958", "123-45-6789", "jane@example.com",
+                     "x9Kp2LmQ7vRt4ZsW8nYb3HcJ6fGd1AeU", "defining-and-instantiating-structs",
+                     "GB82WEST12345698765432", "eyJhbGciOiJIUzI1NiJ9", "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+                     "a" * 31, "a1" * 16, "1" * 7, "1.2.3.4", "\u0663" * 7]),
+)
+_texts = st.lists(_pieces, max_size=6).map("".join)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=_texts)
+def test_the_prefilter_never_hides_a_finding(text: str) -> None:
+    assert detectors.find_pii(text) == detectors._scan(detectors._PATTERN, text, None)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=_texts)
+def test_the_c_prefilter_is_the_python_prefilter(text: str) -> None:
+    require_native_walk()
+    from replay.privacy import _native_walk
+
+    assert _native_walk.may_contain_pii(text) == detectors.may_contain_pii(text)
+    assert _native_walk.url_may_contain_pii(text) == detectors.url_may_contain_pii(text)
+
+
+def test_the_prefilter_passes_every_kind_of_pii() -> None:
+    from test_detectors import POSITIVE
+
+    for text, _, found in POSITIVE:
+        assert detectors.may_contain_pii(found) and detectors.may_contain_pii(text), text
+
+
+def test_a_url_host_is_not_taken_for_pii_but_its_user_is() -> None:
+    assert not detectors.url_may_contain_pii("http://127.0.0.1:35079/std/index.html")
+    assert detectors.url_may_contain_pii("http://127.0.0.1:35079/call/+44-20-7946-0958")
+    assert detectors.url_may_contain_pii("https://jane@example.com/")
