@@ -35,56 +35,41 @@ static PyObject *s_id, *s_type, *s_tagName, *s_attributes, *s_textContent, *s_ch
 
 static PyObject *TOKEN_PREFIXES; /* detectors._TOKEN_PREFIXES */
 
-static int is_digit(Py_UCS4 c) { return Py_UNICODE_ISDECIMAL(c); }
+enum { C_DIGIT = 1, C_SEP = 2, C_WORD = 4, C_UPPER = 8, C_TOKEN = 16 };
+static unsigned char ascii_class[128]; /* filled by init_classes() */
 
-static int is_word_or_dash(Py_UCS4 c) { return c == '_' || c == '-' || Py_UNICODE_ISALNUM(c); }
-
-static int is_ascii_token_char(Py_UCS4 c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
-}
-
-/* _SEVEN_DIGITS: seven digits in one run of [\d ().-] */
-static int has_seven_digits(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
-    int digits = 0;
-    for (Py_ssize_t i = start; i < end; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (is_digit(c)) {
-            if (++digits >= 7)
-                return 1;
-        } else if (!(c == ' ' || c == '(' || c == ')' || c == '.' || c == '-')) {
-            digits = 0;
-        }
+static void init_classes(void) {
+    for (int c = 0; c < 128; c++) {
+        unsigned char f = 0;
+        if (c >= '0' && c <= '9')
+            f |= C_DIGIT | C_WORD | C_TOKEN;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '-')
+            f |= C_WORD | C_TOKEN;
+        if (c >= 'A' && c <= 'Z')
+            f |= C_UPPER;
+        if (c == ' ' || c == '(' || c == ')' || c == '.' || c == '-')
+            f |= C_SEP;
+        ascii_class[c] = f;
     }
-    return 0;
 }
 
-/* _WORD_RUN: [\w-]{11} */
-static int has_word_run(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
-    Py_ssize_t run = 0;
-    for (Py_ssize_t i = start; i < end; i++) {
-        if (is_word_or_dash(PyUnicode_READ(kind, data, i))) {
-            if (++run >= 11)
-                return 1;
-        } else {
-            run = 0;
-        }
-    }
-    return 0;
+/* The classes of one character: \d, [ ().-], [\w-], [A-Z], [A-Za-z0-9_-]. */
+static inline unsigned char char_class(Py_UCS4 c) {
+    if (c < 128)
+        return ascii_class[c];
+    unsigned char f = 0;
+    if (Py_UNICODE_ISDECIMAL(c))
+        f |= C_DIGIT;
+    if (Py_UNICODE_ISALNUM(c))
+        f |= C_WORD;
+    return f;
 }
 
-/* _IBAN_START: [A-Z]{2}\d{2} */
-static int has_iban_start(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
-    for (Py_ssize_t i = start; i + 4 <= end; i++) {
-        Py_UCS4 a = PyUnicode_READ(kind, data, i), b = PyUnicode_READ(kind, data, i + 1);
-        if (a >= 'A' && a <= 'Z' && b >= 'A' && b <= 'Z' && is_digit(PyUnicode_READ(kind, data, i + 2))
-            && is_digit(PyUnicode_READ(kind, data, i + 3)))
-            return 1;
-    }
-    return 0;
-}
-
-/* _TOKEN_PREFIX: one of _TOKEN_PREFIXES */
 static int has_token_prefix(PyObject *text, Py_ssize_t start, Py_ssize_t end) {
+    if (TOKEN_PREFIXES == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_native_walk.set_token_prefixes() was not called");
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(TOKEN_PREFIXES); i++) {
         Py_ssize_t at = PyUnicode_Find(text, PyTuple_GET_ITEM(TOKEN_PREFIXES, i), start, end, 1);
         if (at != -1)
@@ -93,48 +78,79 @@ static int has_token_prefix(PyObject *text, Py_ssize_t start, Py_ssize_t end) {
     return 0;
 }
 
-/* _has_entropy_candidate: a whole [\w-] run of 32-200 characters, all [A-Za-z0-9_-], two of them
- * digits (the entropy alternative's lookarounds make a match a whole run). */
-static int has_entropy_candidate(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
-    Py_ssize_t run = 0, digits = 0;
-    int ascii = 1;
-    for (Py_ssize_t i = start; i <= end; i++) {
-        Py_UCS4 c = i < end ? PyUnicode_READ(kind, data, i) : 0;
-        if (i < end && is_word_or_dash(c)) {
-            run++;
-            if (!is_ascii_token_char(c))
-                ascii = 0;
-            else if (c >= '0' && c <= '9')
-                digits++;
-            continue;
-        }
-        if (ascii && run >= 32 && run <= 200 && digits >= 2)
-            return 1;
-        run = digits = 0;
-        ascii = 1;
-    }
-    return 0;
-}
+/* detectors._python_candidate_pattern(text[start:]) is not None, in one pass over the text:
+ *   "@"                                   -> yes
+ *   shorter than 7                        -> no
+ *   seven digits in one run of [\d ().-]  -> yes (_SEVEN_DIGITS)
+ *   shorter than 15                       -> no
+ *   [A-Z]{2}\d{2}                         -> yes (_IBAN_START)
+ *   no [\w-]{11}                          -> no  (_WORD_GATE)
+ *   a token prefix, or a whole [\w-] run of 32-200 characters of [A-Za-z0-9_-] with two
+ *   digits (_ENTROPY_CANDIDATE)           -> yes
+ * -1 with an exception set on error. */
+static inline __attribute__((always_inline)) int scan_for_pii(PyObject *text, int kind, const void *data,
+                                                              Py_ssize_t start, Py_ssize_t end);
 
-/* detectors.may_contain_pii(text[start:]); -1 with an exception set on error */
 static int may_contain_pii_from(PyObject *text, Py_ssize_t start) {
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
     Py_ssize_t end = PyUnicode_GET_LENGTH(text);
     if (PyUnicode_FindChar(text, '@', start, end, 1) >= 0)
         return 1;
     if (end - start < 7)
         return 0;
-    if (has_seven_digits(kind, data, start, end))
-        return 1;
+    const void *data = PyUnicode_DATA(text);
+    switch (PyUnicode_KIND(text)) {  /* one loop per width: the character reads become plain loads */
+    case PyUnicode_1BYTE_KIND:
+        return scan_for_pii(text, PyUnicode_1BYTE_KIND, data, start, end);
+    case PyUnicode_2BYTE_KIND:
+        return scan_for_pii(text, PyUnicode_2BYTE_KIND, data, start, end);
+    default:
+        return scan_for_pii(text, PyUnicode_4BYTE_KIND, data, start, end);
+    }
+}
+
+static inline __attribute__((always_inline)) int scan_for_pii(PyObject *text, int kind, const void *data,
+                                                              Py_ssize_t start, Py_ssize_t end) {
+    int numeric_digits = 0, iban = 0, word_run_11 = 0, entropy = 0;
+    Py_ssize_t run = 0, run_digits = 0;
+    int run_ascii = 1;
+    unsigned char prev = 0, prev2 = 0, prev3 = 0; /* classes of the last three characters */
+    for (Py_ssize_t i = start; i <= end; i++) {
+        unsigned char f = i < end ? char_class(PyUnicode_READ(kind, data, i)) : 0;
+        if (f & C_DIGIT) {
+            if (++numeric_digits >= 7)
+                return 1;
+        } else if (!(f & C_SEP)) {
+            numeric_digits = 0;
+        }
+        if ((f & C_DIGIT) && (prev & C_DIGIT) && (prev2 & C_UPPER) && (prev3 & C_UPPER))
+            iban = 1;
+        if (f & C_WORD) {
+            run++;
+            if (!(f & C_TOKEN))
+                run_ascii = 0;
+            else if (f & C_DIGIT)
+                run_digits++;
+            if (run >= 11)
+                word_run_11 = 1;
+        } else {
+            if (run_ascii && run >= 32 && run <= 200 && run_digits >= 2)
+                entropy = 1;
+            run = run_digits = 0;
+            run_ascii = 1;
+        }
+        prev3 = prev2;
+        prev2 = prev;
+        prev = f;
+    }
     if (end - start < 15)
         return 0;
-    if (has_iban_start(kind, data, start, end))
+    if (iban)
         return 1;
-    if (!has_word_run(kind, data, start, end))
+    if (!word_run_11)
         return 0;
-    int prefix = has_token_prefix(text, start, end);
-    return prefix != 0 ? prefix : has_entropy_candidate(kind, data, start, end);
+    if (entropy)
+        return 1;
+    return has_token_prefix(text, start, end);
 }
 
 static int may_contain_pii(PyObject *text) { return may_contain_pii_from(text, 0); }
@@ -701,15 +717,11 @@ static PyObject *walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *configure(PyObject *module, PyObject *args) {
-    PyObject *node_type, *empty, *structural, *url_attributes, *context_tags, *field_tags, *prefixes;
-    if (!PyArg_ParseTuple(args, "OO!O!O!O!O!O!:configure", &node_type, &PyDict_Type, &empty, &PyFrozenSet_Type,
+    PyObject *node_type, *empty, *structural, *url_attributes, *context_tags, *field_tags;
+    if (!PyArg_ParseTuple(args, "OO!O!O!O!O!:configure", &node_type, &PyDict_Type, &empty, &PyFrozenSet_Type,
                           &structural, &PyFrozenSet_Type, &url_attributes, &PyFrozenSet_Type, &context_tags,
-                          &PyFrozenSet_Type, &field_tags, &PyTuple_Type, &prefixes))
+                          &PyFrozenSet_Type, &field_tags))
         return NULL;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(prefixes); i++)
-        if (!PyUnicode_Check(PyTuple_GET_ITEM(prefixes, i)))
-            return PyErr_Format(PyExc_TypeError, "token prefixes must be str");
-    Py_XSETREF(TOKEN_PREFIXES, Py_NewRef(prefixes));
     Py_XSETREF(Node_type, Py_NewRef(node_type));
     Py_XSETREF(EMPTY_ATTRS, Py_NewRef(empty));
     Py_XSETREF(STRUCTURAL, Py_NewRef(structural));
@@ -719,7 +731,16 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* Exposed for the tests that hold the C prefilters to the regexes they stand for. */
+static PyObject *set_token_prefixes(PyObject *module, PyObject *prefixes) {
+    if (!PyTuple_Check(prefixes))
+        return PyErr_Format(PyExc_TypeError, "a tuple of str expected");
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(prefixes); i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(prefixes, i)))
+            return PyErr_Format(PyExc_TypeError, "a tuple of str expected");
+    Py_XSETREF(TOKEN_PREFIXES, Py_NewRef(prefixes));
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_may_contain_pii(PyObject *module, PyObject *text) {
     if (!PyUnicode_Check(text))
         return PyErr_Format(PyExc_TypeError, "str expected");
@@ -736,8 +757,8 @@ static PyObject *py_url_may_contain_pii(PyObject *module, PyObject *text) {
 
 static PyMethodDef methods[] = {
     {"walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL, "Walker._walk(root, parent, ctx) for walker."},
-    {"configure", configure, METH_VARARGS,
-     "configure(Node, EMPTY, STRUCTURAL, URL_ATTRIBUTES, CONTEXT_TAGS, FIELD_TAGS, TOKEN_PREFIXES)"},
+    {"configure", configure, METH_VARARGS, "configure(Node, EMPTY, STRUCTURAL, URL_ATTRIBUTES, CONTEXT_TAGS, FIELD_TAGS)"},
+    {"set_token_prefixes", set_token_prefixes, METH_O, "set_token_prefixes(detectors._TOKEN_PREFIXES)"},
     {"may_contain_pii", py_may_contain_pii, METH_O, "detectors.may_contain_pii, in C."},
     {"url_may_contain_pii", py_url_may_contain_pii, METH_O, "detectors.url_may_contain_pii, in C."},
     {NULL, NULL, 0, NULL},
@@ -785,6 +806,7 @@ PyMODINIT_FUNC PyInit__native_walk(void) {
     INTERN(s_blocked, "blocked");
     INTERN(s_mask_text, "mask_text");
     INTERN(s_kind, "kind");
+    init_classes();
     for (int k = 0; k <= 5; k++)
         if ((kind_objects[k] = PyLong_FromLong(k)) == NULL)
             return NULL;

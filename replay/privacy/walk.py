@@ -59,15 +59,15 @@ try:
 except ImportError:  # pragma: no cover - no compiler where this was installed
     _native_walk = None  # type: ignore[assignment]
 if _native_walk is not None:
-    _native_walk.configure(Node, _mirror._EMPTY, STRUCTURAL, URL_ATTRIBUTES, _CONTEXT_TAGS, FIELD_TAGS,
-                           _detectors._TOKEN_PREFIXES)
+    _native_walk.configure(Node, _mirror._EMPTY, STRUCTURAL, URL_ATTRIBUTES, _CONTEXT_TAGS, FIELD_TAGS)
 native_walk = _native_walk.walk if _native_walk is not None else None
 
 
 def use_native_walk(enabled: bool) -> bool:
-    """Run Walker._walk's loop in C (when built) or in Python; returns whether C runs now."""
+    """Run Walker._walk's loop and the PII prefilter in C (when built) or in Python; True: C runs."""
     global native_walk
     native_walk = _native_walk.walk if enabled and _native_walk is not None else None
+    _detectors.use_native_prefilter(native_walk is not None)
     return native_walk is not None
 
 # Where a value sits, as passed to Sink.input_value.
