@@ -16,12 +16,54 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 enum { DOCUMENT = 0, DOCTYPE = 1, ELEMENT = 2, TEXT = 3, CDATA = 4, COMMENT = 5, OTHER = -1 };
 
 /* Set once by configure(): constants of walk.py and mirror.py. */
 static PyObject *Node_type, *EMPTY_ATTRS, *STRUCTURAL, *URL_ATTRIBUTES, *CONTEXT_TAGS, *FIELD_TAGS;
 static PyObject *kind_objects[6];
+
+/* Where Node's __slots__ live in an instance, to fill a new Node without running its __init__ (a
+ * Python call per element, ~5% of a server's CPU under load). 0: not found, call Node() instead. */
+enum { SLOT_ID, SLOT_TAG, SLOT_ATTRS, SLOT_PARENT, SLOT_CHILDREN, SLOT_FLAGS, N_SLOTS };
+static const char *slot_names[N_SLOTS] = {"id", "tag", "attrs", "parent", "children", "flags"};
+static Py_ssize_t slot_offsets[N_SLOTS];
+
+static int find_slots(PyObject *type) {
+    for (int i = 0; i < N_SLOTS; i++) {
+        slot_offsets[i] = 0;
+        PyObject *descr = PyObject_GetAttrString(type, slot_names[i]);
+        if (descr == NULL)
+            return -1;
+        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX
+                 && !(((PyMemberDescrObject *)descr)->d_member->flags & READONLY);
+        Py_ssize_t offset = ok ? ((PyMemberDescrObject *)descr)->d_member->offset : 0;
+        Py_DECREF(descr);
+        if (!ok) {
+            memset(slot_offsets, 0, sizeof slot_offsets);
+            return 0;
+        }
+        slot_offsets[i] = offset;
+    }
+    return 0;
+}
+
+/* Node(node_id, tag, attrs, parent): its __init__ only assigns the six slots, children None, flags 0. */
+static PyObject *new_node(PyObject *sid, PyObject *tag, PyObject *attrs, PyObject *parent) {
+    if (slot_offsets[0] == 0) {
+        PyObject *args[4] = {sid, tag, attrs, parent};
+        return PyObject_Vectorcall(Node_type, args, 4, NULL);
+    }
+    PyTypeObject *type = (PyTypeObject *)Node_type;
+    PyObject *node = type->tp_alloc(type, 0);
+    if (node == NULL)
+        return NULL;
+    PyObject *values[N_SLOTS] = {sid, tag, attrs, parent, Py_None, kind_objects[0]};
+    for (int i = 0; i < N_SLOTS; i++)
+        *(PyObject **)((char *)node + slot_offsets[i]) = Py_NewRef(values[i]);
+    return node;
+}
 
 static PyObject *s_id, *s_type, *s_tagName, *s_attributes, *s_textContent, *s_childNodes, *s_children,
     *s_class, *s_attrs, *s_contenteditable, *s_value, *s_input, *s_unknown, *s_skip, *s_empty, *s_document,
@@ -356,8 +398,7 @@ static PyObject *mirror_add(Walk *w, PyObject *sid, PyObject *tag, PyObject *att
         if (PyDict_SetItem(kept, key, value) < 0)
             goto fail;
     }
-    PyObject *args[4] = {sid, tag, kept != NULL ? kept : EMPTY_ATTRS, parent};
-    PyObject *node = PyObject_Vectorcall(Node_type, args, 4, NULL);
+    PyObject *node = new_node(sid, tag, kept != NULL ? kept : EMPTY_ATTRS, parent);
     Py_XDECREF(kept);
     if (node == NULL)
         return NULL;
@@ -722,7 +763,11 @@ static PyObject *configure(PyObject *module, PyObject *args) {
                           &structural, &PyFrozenSet_Type, &url_attributes, &PyFrozenSet_Type, &context_tags,
                           &PyFrozenSet_Type, &field_tags))
         return NULL;
+    if (!PyType_Check(node_type))
+        return PyErr_Format(PyExc_TypeError, "configure: Node must be a class");
     Py_XSETREF(Node_type, Py_NewRef(node_type));
+    if (find_slots(node_type) < 0)
+        return NULL;
     Py_XSETREF(EMPTY_ATTRS, Py_NewRef(empty));
     Py_XSETREF(STRUCTURAL, Py_NewRef(structural));
     Py_XSETREF(URL_ATTRIBUTES, Py_NewRef(url_attributes));
@@ -730,6 +775,8 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     Py_XSETREF(FIELD_TAGS, Py_NewRef(field_tags));
     Py_RETURN_NONE;
 }
+
+static PyObject *fills_node_slots(PyObject *module, PyObject *unused) { return PyBool_FromLong(slot_offsets[0] != 0); }
 
 static PyObject *set_token_prefixes(PyObject *module, PyObject *prefixes) {
     if (!PyTuple_Check(prefixes))
@@ -759,6 +806,7 @@ static PyMethodDef methods[] = {
     {"walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL, "Walker._walk(root, parent, ctx) for walker."},
     {"configure", configure, METH_VARARGS, "configure(Node, EMPTY, STRUCTURAL, URL_ATTRIBUTES, CONTEXT_TAGS, FIELD_TAGS)"},
     {"set_token_prefixes", set_token_prefixes, METH_O, "set_token_prefixes(detectors._TOKEN_PREFIXES)"},
+    {"fills_node_slots", fills_node_slots, METH_NOARGS, "Whether Nodes are made without calling Node.__init__."},
     {"may_contain_pii", py_may_contain_pii, METH_O, "detectors.may_contain_pii, in C."},
     {"url_may_contain_pii", py_url_may_contain_pii, METH_O, "detectors.url_may_contain_pii, in C."},
     {NULL, NULL, 0, NULL},

@@ -29,7 +29,11 @@ BLOCKED = 2  # this element matched a block selector: it and its subtree are not
 
 
 class Node:
-    """One mirrored node. ``tag`` is the lower-case tag name, or ``#text``/``#document``/... ."""
+    """One mirrored node. ``tag`` is the lower-case tag name, or ``#text``/``#document``/... .
+
+    The C walk (``_native_walk.c``) makes Nodes by filling these six slots itself, without calling
+    ``__init__``: keep ``__init__`` plain assignments, or change ``new_node`` there too.
+    """
 
     __slots__ = ("id", "tag", "attrs", "parent", "children", "flags")
 

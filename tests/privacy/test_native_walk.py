@@ -170,6 +170,22 @@ def test_both_loops_agree_on_malformed_trees(tree: dict[str, Any], policy: str) 
     assert _run(True, POLICIES[policy], tree) == _run(False, POLICIES[policy], tree)
 
 
+def test_the_c_loop_makes_nodes_as_node_init_does() -> None:
+    """It fills Node's slots itself instead of calling __init__: the two must give the same Node."""
+    require_native_walk()
+    from replay.privacy import _native_walk
+    from replay.privacy.mirror import Node
+
+    assert _native_walk.fills_node_slots()
+    mirror = SessionMirror()
+    root = {"id": 1, "type": 0, "childNodes": [{"id": 2, "type": 2, "tagName": "DIV", "attributes": {"class": "a"}}]}
+    enforce_events(MaskingPolicy(), mirror, [{"type": 2, "timestamp": 1, "data": {"node": root}}])
+    made = mirror.nodes[2]
+    expected = Node(2, "div", {"class": "a"}, mirror.nodes[1])
+    assert type(made) is Node
+    assert {k: getattr(made, k) for k in Node.__slots__} == {k: getattr(expected, k) for k in Node.__slots__}
+
+
 def test_a_very_deep_tree_is_walked_without_recursion() -> None:
     require_native_walk()
     depth = 200_000
