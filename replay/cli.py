@@ -58,6 +58,7 @@ def _tune_gc() -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from replay.privacy import walk
     from replay.web.app import start_server
 
     settings = settings_from(args)
@@ -72,6 +73,9 @@ async def _serve(args: argparse.Namespace) -> int:
     if api_key:
         print(f"  API key (shown once, keep it): {api_key}", flush=True)
     print(f"  demo: {url}/demo   sessions: {url}/", flush=True)
+    if walk.native_walk is None:
+        print("  masking runs in Python: the C part was not built at install (it needs a C compiler and "
+              "Python's headers; see README, Performance)", flush=True)
     # Printed last: scripts and tests wait for this line, so everything above is already out.
     print(f"Replay listening on {url}", flush=True)
     stop = asyncio.Event()
