@@ -2,12 +2,19 @@
 """Masking per upload with the C loop of the walk against the Python loop, in one process.
 
     .venv/bin/python bench/masking_walk.py [--repeat 7] [--recording rust-std]
+    valgrind --tool=callgrind .venv/bin/python bench/masking_walk.py --only native --recording rust-std
+
 
 Every upload of the recordings (~2 s batches, one mirror per window, in order, default policy) is
 enforced with ``walk.use_native_walk(True)`` and with ``use_native_walk(False)`` (which also puts
 the PII prefilter back in Python), alternating, on fresh copies of the decoded events. Prints CPU
 per upload for full snapshots and for the rest, the best pass of each, and their ratio; and checks
 that both loops left every event alike (the tests check the mirrors too).
+
+``--only native|python|none`` makes one pass of one loop and prints nothing: under callgrind, the
+instructions of ``--only native`` minus those of ``--only none`` (the same process without the
+pass) are what masking costs, a count that does not move with the machine's speed. For the code
+before a change, run the same from its checkout (``git worktree add DIR <commit>``).
 """
 from __future__ import annotations
 
@@ -19,8 +26,9 @@ from pathlib import Path
 
 import orjson
 
+_tree = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv else str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, _tree)
 from benchlib import cut_batches, load_recordings, machine  # noqa: E402
 
 from replay.privacy import walk  # noqa: E402
@@ -31,9 +39,17 @@ from replay.privacy.policy import MaskingPolicy  # noqa: E402
 p = argparse.ArgumentParser()
 p.add_argument("--recording", action="append", help="only these recordings (default: all)")
 p.add_argument("--repeat", type=int, default=7, help="passes per loop; the best counts")
+p.add_argument("--only", choices=("native", "python", "none"), help="one pass of one loop, no report (for callgrind)")
+p.add_argument("--tree", help="import replay from this checkout (code from before the C loop: --only python)")
 args = p.parse_args()
 
-if not walk.use_native_walk(True):
+
+def use_native_walk(native: bool) -> bool:
+    switch = getattr(walk, "use_native_walk", None)  # absent before the C loop existed
+    return switch(native) if switch is not None else False
+
+
+if args.only not in ("python", "none") and not use_native_walk(True):
     sys.exit("replay.privacy._native_walk is not built: run ./scripts/setup with a C compiler present")
 recs = [r for r in load_recordings() if not args.recording or r.name in args.recording]
 uploads = [(rec.name, window, orjson.dumps(events)) for rec in recs for window, events in cut_batches(rec)]
@@ -45,7 +61,7 @@ gc.set_threshold(5_000, 10, 100)  # what replay serve does (cli._tune_gc)
 
 def one_pass(native: bool) -> tuple[float, float, list[bytes]]:
     """CPU seconds in full-snapshot uploads and in the others, and the enforced uploads."""
-    walk.use_native_walk(native)
+    use_native_walk(native)
     mirrors = MirrorCache()
     snapshots = rest = 0.0
     out = []
@@ -64,6 +80,11 @@ def one_pass(native: bool) -> tuple[float, float, list[bytes]]:
     return snapshots, rest, out
 
 
+if args.only:
+    if args.only != "none":
+        one_pass(args.only == "native")
+    sys.exit(0)
+
 runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
 results: dict[bool, list[bytes]] = {}
 for _ in range(args.repeat):
@@ -71,7 +92,7 @@ for _ in range(args.repeat):
         snapshots, rest, out = one_pass(native)
         runs[native].append((snapshots, rest))
         results[native] = out
-walk.use_native_walk(True)
+use_native_walk(True)
 
 n_snap = sum(1 for _, _, raw in uploads if any(e["type"] == 2 for e in orjson.loads(raw)))
 n_rest = len(uploads) - n_snap
