@@ -59,9 +59,9 @@ limits = Limits()
 policy = MaskingPolicy()
 STAGES = ("gunzip", "parse_json", "check_events", "enforce", "pack_items", "summarize", "spool record")
 
-gc.collect()
-gc.freeze()
-gc.set_threshold(50_000, 10, 10)  # what replay serve does (cli._tune_gc)
+from replay.cli import _tune_gc  # noqa: E402
+
+_tune_gc()  # the garbage collector as `replay serve` tunes it (was a stale copy of older thresholds)
 
 
 def one_pass() -> dict[str, float]:
