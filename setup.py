@@ -1,18 +1,18 @@
-"""The one compiled part: the masking walk's inner loop (replay/privacy/_native_walk.c).
+"""The compiled parts: the masking walk's inner loop (replay/privacy/_native_walk.c) and taking a
+decoded upload out of the garbage collector's sight (replay/ingest/_decoded_tree.c).
 
-Everything else is in pyproject.toml. The extension is optional: without a C compiler the
-install succeeds and the same walk runs in Python, several times slower (``replay serve``
-prints which one runs).
+Everything else is in pyproject.toml. Both are optional: without a C compiler the install
+succeeds and the same work runs in Python, slower (``replay serve`` says so at startup).
 """
 from setuptools import Extension, setup
 
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+
 setup(
     ext_modules=[
-        Extension(
-            "replay.privacy._native_walk",
-            ["replay/privacy/_native_walk.c"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
-            optional=True,
-        )
+        Extension("replay.privacy._native_walk", ["replay/privacy/_native_walk.c"], extra_compile_args=FLAGS,
+                  optional=True),
+        Extension("replay.ingest._decoded_tree", ["replay/ingest/_decoded_tree.c"], extra_compile_args=FLAGS,
+                  optional=True),
     ]
 )

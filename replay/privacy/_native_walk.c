@@ -62,6 +62,10 @@ static PyObject *new_node(PyObject *sid, PyObject *tag, PyObject *attrs, PyObjec
     PyObject *values[N_SLOTS] = {sid, tag, attrs, parent, Py_None, kind_objects[0]};
     for (int i = 0; i < N_SLOTS; i++)
         *(PyObject **)((char *)node + slot_offsets[i]) = Py_NewRef(values[i]);
+    /* Out of the cyclic collector's sight, as a mirror's nodes can hold no cycle: a node refers to
+     * its parent node, its children only by id, its attributes are strings. A server holds
+     * hundreds of thousands of them, and every full collection walked them all. */
+    PyObject_GC_UnTrack(node);
     return node;
 }
 
