@@ -60,6 +60,7 @@ def _tune_gc() -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    from replay.ingest import body
     from replay.privacy import walk
     from replay.web.app import start_server
 
@@ -75,9 +76,11 @@ async def _serve(args: argparse.Namespace) -> int:
     if api_key:
         print(f"  API key (shown once, keep it): {api_key}", flush=True)
     print(f"  demo: {url}/demo   sessions: {url}/", flush=True)
-    if walk.native_walk is None:
-        print("  masking runs in Python: the C part was not built at install (it needs a C compiler and "
-              "Python's headers; see README, Performance)", flush=True)
+    missing = [part for part, built in (("the masking walk", walk.native_walk is not None),
+                                        ("the decoded-upload helper", body.UNTRACKS_DECODED)) if not built]
+    if missing:
+        print(f"  {' and '.join(missing)} run in Python, slower: the C parts were not built at install "
+              "(they need a C compiler and Python's headers; see README, Performance)", flush=True)
     # Printed last: scripts and tests wait for this line, so everything above is already out.
     print(f"Replay listening on {url}", flush=True)
     stop = asyncio.Event()

@@ -20,6 +20,7 @@ import msgpack
 import orjson
 import zstandard
 
+from replay import native_parts
 from replay.ingest.value_budget import DEFAULT_MAX_JSON_VALUES, check_json_value_budget
 from replay.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -27,6 +28,9 @@ try:  # built by the install where a C compiler is (setup.py)
     from replay.ingest._decoded_tree import untrack as _untrack
 except ImportError:  # pragma: no cover - no compiler where this was installed
     _untrack = None
+if not native_parts.ALLOWED:
+    _untrack = None
+UNTRACKS_DECODED = _untrack is not None  # decoded uploads kept out of the garbage collector (C part built)
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

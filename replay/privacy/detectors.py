@@ -21,6 +21,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from replay import native_parts
+
 DETECTORS: tuple[str, ...] = ("email", "payment_card", "phone", "iban", "ssn", "token")
 
 _SEVEN_DIGITS = re.compile(r"\d(?:[ ().-]*\d){6}")  # seven digits in one run of digits and separators
@@ -213,6 +215,8 @@ _VALIDATORS: dict[str, Callable[[str], int]] = {
 try:
     from replay.privacy import _native_walk as _native
 except ImportError:  # pragma: no cover - no compiler where this was installed
+    _native = None  # type: ignore[assignment]
+if not native_parts.ALLOWED:
     _native = None  # type: ignore[assignment]
 if _native is not None:
     _native.set_token_prefixes(_TOKEN_PREFIXES)

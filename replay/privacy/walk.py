@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Protocol
 
+from replay import native_parts
 from replay.privacy import detectors as _detectors
 from replay.privacy import mirror as _mirror
 from replay.privacy.detectors import may_contain_pii, url_may_contain_pii
@@ -57,6 +58,8 @@ _CONTEXT_TAGS = frozenset({"textarea", "option", "style", "script"})
 try:
     from replay.privacy import _native_walk
 except ImportError:  # pragma: no cover - no compiler where this was installed
+    _native_walk = None  # type: ignore[assignment]
+if not native_parts.ALLOWED:
     _native_walk = None  # type: ignore[assignment]
 if _native_walk is not None:
     _native_walk.configure(Node, _mirror._EMPTY, STRUCTURAL, URL_ATTRIBUTES, _CONTEXT_TAGS, FIELD_TAGS)

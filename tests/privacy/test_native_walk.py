@@ -12,6 +12,7 @@ import copy
 import gc
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +262,30 @@ def test_a_url_host_is_not_taken_for_pii_but_its_user_is(each_walk_loop: str) ->
     assert not detectors.url_may_contain_pii("http://127.0.0.1:35079/std/index.html")
     assert detectors.url_may_contain_pii("http://127.0.0.1:35079/call/+44-20-7946-0958")
     assert detectors.url_may_contain_pii("https://jane@example.com/")
+
+
+def test_a_server_without_its_c_parts_says_so_and_masks_the_same(tmp_path) -> None:
+    """REPLAY_NATIVE=0 (or an install without a compiler): the Python twins, the same stored events."""
+    require_native_walk()
+    from harness import ReplayProcess, TestProject, fetch_events, post_batch
+
+    fixture = json.loads((FIXTURES / "privacy" / "text_pii.json").read_text())
+    proc = ReplayProcess(tmp_path / "data", "--flush-interval", "0.2", env={"REPLAY_NATIVE": "0"}).start()
+    try:
+        assert "run in Python" in "".join(proc.output)
+        project = TestProject(proc.printed(r"project (\S+) "), proc.printed(r"ingest token: (\S+)"),
+                              proc.printed(r"API key \(shown once, keep it\): (\S+)"))
+        r = post_batch(proc.url, project.token, "pure-python", fixture["events"], batch_id="b1")
+        assert r.status_code == 200, r.text
+        stored: list[Any] = []
+        for _ in range(100):
+            stored = fetch_events(proc.url, project, "pure-python")
+            if len(stored) == len(fixture["events"]):
+                break
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+    expected = copy.deepcopy(fixture["events"])
+    enforce_events(MaskingPolicy(), SessionMirror(mirror_attributes(MaskingPolicy())), expected)  # the C loop
+    assert stored == expected
+    assert not any(secret in json.dumps(stored) for secret in fixture["secrets"])
