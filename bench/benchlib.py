@@ -25,6 +25,17 @@ from typing import Any
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def put_tree_first() -> str:
+    """Put the checkout named by ``--tree DIR`` (else this one) first on sys.path; call before importing replay.
+
+    How ``stage_cost.py`` and ``masking_walk.py`` measure the code before a change and after it, one
+    process each, back to back (``git worktree add DIR <commit>``).
+    """
+    tree = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv else str(REPO)
+    sys.path.insert(0, tree)
+    return tree
 FIXTURE = REPO / "tests" / "fixtures" / "rrweb-player-events.json"
 # Another engineer's bench/make_corpus.py may be rewriting bench/corpus/ while we run: point
 # REPLAY_BENCH_CORPUS at a copy of it to compare runs on the same recordings.

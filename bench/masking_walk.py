@@ -27,10 +27,10 @@ from pathlib import Path
 
 import orjson
 
-_tree = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv else str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, _tree)
-from benchlib import cut_batches, load_recordings, machine  # noqa: E402
+from benchlib import cut_batches, load_recordings, machine, put_tree_first  # noqa: E402
+
+put_tree_first()
 
 from replay.privacy import walk  # noqa: E402
 from replay.privacy.enforce import enforce_events, mirror_attributes  # noqa: E402

@@ -25,10 +25,10 @@ import msgpack
 import orjson
 import zstandard
 
-_tree = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv else str(Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, _tree)
-from benchlib import cut_batches, load_recordings, machine  # noqa: E402
+from benchlib import cut_batches, load_recordings, machine, put_tree_first  # noqa: E402
+
+put_tree_first()
 
 from replay import codec  # noqa: E402
 from replay.catalog.summary import summarize  # noqa: E402

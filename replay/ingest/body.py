@@ -24,12 +24,8 @@ from replay import native_parts
 from replay.ingest.value_budget import DEFAULT_MAX_JSON_VALUES, check_json_value_budget
 from replay.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
-try:  # built by the install where a C compiler is (setup.py)
-    from replay.ingest._decoded_tree import untrack as _untrack
-except ImportError:  # pragma: no cover - no compiler where this was installed
-    _untrack = None
-if not native_parts.ALLOWED:
-    _untrack = None
+_decoded_tree = native_parts.load("replay.ingest._decoded_tree")
+_untrack = _decoded_tree.untrack if _decoded_tree is not None else None
 UNTRACKS_DECODED = _untrack is not None  # decoded uploads kept out of the garbage collector (C part built)
 
 GZIP_MAGIC = b"\x1f\x8b"

@@ -212,12 +212,7 @@ _VALIDATORS: dict[str, Callable[[str], int]] = {
 
 
 # The same prefilter in C (replay/privacy/_native_walk.c), where it was built: 3-10x faster.
-try:
-    from replay.privacy import _native_walk as _native
-except ImportError:  # pragma: no cover - no compiler where this was installed
-    _native = None  # type: ignore[assignment]
-if not native_parts.ALLOWED:
-    _native = None  # type: ignore[assignment]
+_native = native_parts.load("replay.privacy._native_walk")
 if _native is not None:
     _native.set_token_prefixes(_TOKEN_PREFIXES)
 _native_prefilter = _native.may_contain_pii if _native is not None else None

@@ -55,12 +55,7 @@ _CONTEXT_TAGS = frozenset({"textarea", "option", "style", "script"})
 
 # The C loop of Walker._walk (_native_walk.c), built by `pip install` where a C compiler is; the
 # Python loop below does the same where it is not (``replay serve`` prints which one runs).
-try:
-    from replay.privacy import _native_walk
-except ImportError:  # pragma: no cover - no compiler where this was installed
-    _native_walk = None  # type: ignore[assignment]
-if not native_parts.ALLOWED:
-    _native_walk = None  # type: ignore[assignment]
+_native_walk = native_parts.load("replay.privacy._native_walk")
 if _native_walk is not None:
     _native_walk.configure(Node, _mirror._EMPTY, STRUCTURAL, URL_ATTRIBUTES, _CONTEXT_TAGS, FIELD_TAGS)
 native_walk = _native_walk.walk if _native_walk is not None else None
