@@ -124,23 +124,24 @@ static int has_token_prefix(PyObject *text, Py_ssize_t start, Py_ssize_t end) {
     return 0;
 }
 
-/* detectors._python_candidate_pattern(text[start:]) is not None, in one pass over the text:
- *   "@"                                   -> yes
- *   shorter than 7                        -> no
- *   seven digits in one run of [\d ().-]  -> yes (_SEVEN_DIGITS)
- *   shorter than 15                       -> no
- *   [A-Z]{2}\d{2}                         -> yes (_IBAN_START)
- *   no [\w-]{11}                          -> no  (_WORD_GATE)
+/* detectors._python_candidate_pattern(text[start:]), in one pass over the text: 0 (None),
+ * FULL_PATTERN (_PATTERN) or WORD_PATTERN (_WORD_PATTERN); -1 with an exception set on error.
+ *   "@"                                   -> full
+ *   shorter than 7                        -> none
+ *   seven digits in one run of [\d ().-]  -> full (_SEVEN_DIGITS)
+ *   shorter than 15                       -> none
+ *   [A-Z]{2}\d{2}                         -> word (_IBAN_START)
+ *   no [\w-]{11}                          -> none (_WORD_GATE)
  *   a token prefix, or a whole [\w-] run of 32-200 characters of [A-Za-z0-9_-] with two
- *   digits (_ENTROPY_CANDIDATE)           -> yes
- * -1 with an exception set on error. */
+ *   digits (_ENTROPY_CANDIDATE)           -> word */
+enum { FULL_PATTERN = 1, WORD_PATTERN = 2 };
 static inline __attribute__((always_inline)) int scan_for_pii(PyObject *text, int kind, const void *data,
                                                               Py_ssize_t start, Py_ssize_t end);
 
 static int may_contain_pii_from(PyObject *text, Py_ssize_t start) {
     Py_ssize_t end = PyUnicode_GET_LENGTH(text);
     if (PyUnicode_FindChar(text, '@', start, end, 1) >= 0)
-        return 1;
+        return FULL_PATTERN;
     if (end - start < 7)
         return 0;
     const void *data = PyUnicode_DATA(text);
@@ -164,7 +165,7 @@ static inline __attribute__((always_inline)) int scan_for_pii(PyObject *text, in
         unsigned char f = i < end ? char_class(PyUnicode_READ(kind, data, i)) : 0;
         if (f & C_DIGIT) {
             if (++numeric_digits >= 7)
-                return 1;
+                return FULL_PATTERN;
         } else if (!(f & C_SEP)) {
             numeric_digits = 0;
         }
@@ -190,13 +191,12 @@ static inline __attribute__((always_inline)) int scan_for_pii(PyObject *text, in
     }
     if (end - start < 15)
         return 0;
-    if (iban)
-        return 1;
+    if (iban || entropy)  /* an entropy candidate is a 32-character word: past the gate */
+        return WORD_PATTERN;
     if (!word_run_11)
         return 0;
-    if (entropy)
-        return 1;
-    return has_token_prefix(text, start, end);
+    int prefix = has_token_prefix(text, start, end);
+    return prefix > 0 ? WORD_PATTERN : prefix;
 }
 
 static int may_contain_pii(PyObject *text) { return may_contain_pii_from(text, 0); }
@@ -799,6 +799,13 @@ static PyObject *py_may_contain_pii(PyObject *module, PyObject *text) {
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
+static PyObject *candidate(PyObject *module, PyObject *text) {
+    if (!PyUnicode_Check(text))
+        return PyErr_Format(PyExc_TypeError, "str expected");
+    int r = may_contain_pii(text);
+    return r < 0 ? NULL : PyLong_FromLong(r);
+}
+
 static PyObject *py_url_may_contain_pii(PyObject *module, PyObject *text) {
     if (!PyUnicode_Check(text))
         return PyErr_Format(PyExc_TypeError, "str expected");
@@ -812,6 +819,7 @@ static PyMethodDef methods[] = {
     {"set_token_prefixes", set_token_prefixes, METH_O, "set_token_prefixes(detectors._TOKEN_PREFIXES)"},
     {"fills_node_slots", fills_node_slots, METH_NOARGS, "Whether Nodes are made without calling Node.__init__."},
     {"may_contain_pii", py_may_contain_pii, METH_O, "detectors.may_contain_pii, in C."},
+    {"candidate", candidate, METH_O, "detectors._candidate_pattern, in C: 0 none, 1 the full pattern, 2 the word pattern."},
     {"url_may_contain_pii", py_url_may_contain_pii, METH_O, "detectors.url_may_contain_pii, in C."},
     {NULL, NULL, 0, NULL},
 };

@@ -215,21 +215,20 @@ _VALIDATORS: dict[str, Callable[[str], int]] = {
 _native = native_parts.load("replay.privacy._native_walk")
 if _native is not None:
     _native.set_token_prefixes(_TOKEN_PREFIXES)
-_native_prefilter = _native.may_contain_pii if _native is not None else None
+_native_prefilter = _native.candidate if _native is not None else None
+_BY_CANDIDATE = (None, _PATTERN, _WORD_PATTERN)  # what the C prefilter's answer 0 / 1 / 2 means
 
 
 def use_native_prefilter(enabled: bool) -> None:
     """Run the prefilter in C (when built) or in Python (``walk.use_native_walk`` switches both)."""
     global _native_prefilter
-    _native_prefilter = _native.may_contain_pii if enabled and _native is not None else None
+    _native_prefilter = _native.candidate if enabled and _native is not None else None
 
 
 def _candidate_pattern(text: str) -> re.Pattern[str] | None:
     """The prefilter: the pattern that can find something in ``text``, or None when nothing can."""
     if _native_prefilter is not None:
-        if not _native_prefilter(text):
-            return None
-        return _PATTERN if "@" in text or _SEVEN_DIGITS.search(text) is not None else _WORD_PATTERN
+        return _BY_CANDIDATE[_native_prefilter(text)]
     return _python_candidate_pattern(text)
 
 
@@ -268,7 +267,7 @@ def url_may_contain_pii(url: str) -> bool:
     """``may_contain_pii`` for a URL: its scheme and host (``http://127.0.0.1:8000``) cannot match."""
     if _native_prefilter is not None:
         return _native.url_may_contain_pii(url)
-    return "@" in url or may_contain_pii(url[url_host_end(url):])
+    return may_contain_pii(url[url_host_end(url):])
 
 
 def url_host_end(url: str) -> int:

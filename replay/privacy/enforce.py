@@ -151,7 +151,7 @@ def scrub_url(rules: Rules, url: str) -> str:
             replace.append((p.start, p.end))
         elif mask_pii(decoded(raw), rules.detectors)[1]:
             spans.append((p.start, p.end))  # e.g. jane%40example.com: masked whole, decoded check
-    host_end = min(url_host_end(url), path_end)
+    host_end = url_host_end(url)  # the host ends at the first "/?#": never after the path
     _, path_findings = mask_pii(url[host_end:path_end], rules.detectors)
     spans.extend((start + host_end, end + host_end) for start, end in (f.span for f in path_findings))
     if not spans and not replace:

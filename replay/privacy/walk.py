@@ -54,7 +54,7 @@ STRUCTURAL = frozenset({
 _CONTEXT_TAGS = frozenset({"textarea", "option", "style", "script"})
 
 # The C loop of Walker._walk (_native_walk.c), built by `pip install` where a C compiler is; the
-# Python loop below does the same where it is not (``replay serve`` prints which one runs).
+# Python loop below does the same where it is not (``replay serve`` says so at startup).
 _native_walk = native_parts.load("replay.privacy._native_walk")
 if _native_walk is not None:
     _native_walk.configure(Node, _mirror._EMPTY, STRUCTURAL, URL_ATTRIBUTES, _CONTEXT_TAGS, FIELD_TAGS)

@@ -246,9 +246,11 @@ def test_the_c_prefilter_is_the_python_prefilter(text: str) -> None:
     require_native_walk()
     from replay.privacy import _native_walk
 
-    native = (_native_walk.may_contain_pii(text), _native_walk.url_may_contain_pii(text))
+    native = (_native_walk.may_contain_pii(text), _native_walk.url_may_contain_pii(text),
+              detectors._BY_CANDIDATE[_native_walk.candidate(text)])
     walk.use_native_walk(False)
-    assert native == (detectors.may_contain_pii(text), detectors.url_may_contain_pii(text))
+    assert native == (detectors.may_contain_pii(text), detectors.url_may_contain_pii(text),
+                      detectors._python_candidate_pattern(text))
 
 
 def test_the_prefilter_passes_every_kind_of_pii(each_walk_loop: str) -> None:
