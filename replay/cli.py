@@ -13,9 +13,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 
 from replay.config import add_arguments, settings_from
+from replay.playback import event_json
 from replay.service import Service
 
 log = logging.getLogger("replay")
@@ -184,7 +184,7 @@ async def _export(args: argparse.Namespace) -> int:
             out.write(b"[")
             first = True
             async for _w, event in sessions.items(args.project, args.session):
-                out.write((b"" if first else b",") + orjson.dumps(event))
+                out.write((b"" if first else b",") + event_json(event))
                 first = False
             out.write(b"]\n")
         return 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import msgspec
 import zstandard
 
 MAGIC = b"RPL1"
@@ -72,8 +73,20 @@ def array_header(n: int) -> bytes:
 
 def pack_items(window_id: str, events: list[dict[str, Any]]) -> bytes:
     """Packed ``[window_id, event]`` items without the array header, ready to concatenate."""
-    packed = msgpack.packb([[window_id, e] for e in events], use_bin_type=True)
+    items = [[window_id, e] for e in events]
+    try:
+        # msgspec writes the very bytes msgpack-python does for JSON-like values, ~2.8x faster
+        # (bench/RESULTS.md, fifth pass); the test suite holds the two to byte equality.
+        packed = _encode_msgpack(items)
+    except RecursionError:
+        # msgspec counts nesting against Python's recursion limit (about 1,000 levels less the
+        # caller's frames); msgpack-python and our JSON parser allow 1,024. An event nested that
+        # deep is packed the slower way rather than refused.
+        packed = msgpack.packb(items, use_bin_type=True)
     return packed[len(array_header(len(events))):]
+
+
+_encode_msgpack = msgspec.msgpack.encode
 
 
 def compress_block(parts: list[bytes], count: int, level: int = HOT_LEVEL) -> bytes:

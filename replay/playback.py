@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import msgpack
+import orjson
 
 from replay import codec
 from replay.catalog.records import BlockRow
@@ -22,6 +23,51 @@ from replay.spool import SpooledBatch
 from replay.storage import BlobStore
 
 Items = list[list[Any]]  # [[window_id, event], ...]
+
+
+def event_json(event: Any) -> bytes:
+    """One stored event as JSON text, however deeply it nests."""
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError:
+        # orjson stops at 255 levels of nesting; ingest accepts 1,024 (a DOM ~130 elements deep
+        # is past 255 in rrweb's serialization). Such events are rare: build them without recursion.
+        return _json_without_recursion(event)
+
+
+class _Text(bytes):
+    """JSON text already made, on the stack of _json_without_recursion (stored values are never bytes)."""
+
+
+def _json_without_recursion(value: Any) -> bytes:
+    out: list[bytes] = []
+    stack: list[Any] = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, _Text):
+            out.append(v)
+        elif isinstance(v, list):
+            stack.append(_Text(b"]"))
+            for i in range(len(v) - 1, -1, -1):
+                stack.append(v[i])
+                if i:
+                    stack.append(_Text(b","))
+            out.append(b"[")
+        elif isinstance(v, dict):
+            stack.append(_Text(b"}"))
+            entries = list(v.items())
+            for i in range(len(entries) - 1, -1, -1):
+                key, item = entries[i]
+                if not isinstance(key, str):
+                    raise TypeError(f"event key {key!r} is not a string")
+                stack.append(item)
+                stack.append(_Text(orjson.dumps(key) + b":"))
+                if i:
+                    stack.append(_Text(b","))
+            out.append(b"{")
+        else:
+            out.append(orjson.dumps(v))
+    return b"".join(out)
 
 
 @dataclass

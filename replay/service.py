@@ -117,7 +117,7 @@ class Service:
             try:
                 items = codec.pack_items(batch.window_id, batch.events)
             except (ValueError, OverflowError, TypeError) as exc:
-                # msgpack stops at 512 levels of nesting (and at integers over 64 bits): not a 500.
+                # Packing stops at 1,024 levels of nesting and at integers over 64 bits: not a 500.
                 raise BadRequest(f"events cannot be stored: {exc}", code="invalid_events") from None
             records.append(SpooledBatch(
                 project.id, batch.session_id, batch.window_id, batch.batch_id, batch.distinct_id,

@@ -12,6 +12,7 @@ from aiohttp import web
 from replay.catalog.sqlite import SORTABLE, SessionQuery
 from replay.errors import BadRequest, NotFound
 from replay.ingest.validate import check_id
+from replay.playback import event_json
 from replay.web.auth import authorize_session_read, require_project
 from replay.web.keys import SERVICE
 
@@ -121,7 +122,7 @@ async def stream_events(request: web.Request, project_id: str, session_id: str,
             if not first:
                 buf += b","
             first = False
-            buf += orjson.dumps(event)
+            buf += event_json(event)
             if len(buf) >= STREAM_CHUNK:
                 await response.write(bytes(buf))
                 buf.clear()
