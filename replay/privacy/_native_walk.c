@@ -73,7 +73,7 @@ static PyObject *s_id, *s_type, *s_tagName, *s_attributes, *s_textContent, *s_ch
     *s_class, *s_attrs, *s_contenteditable, *s_value, *s_input, *s_unknown, *s_skip, *s_empty, *s_document,
     *s_lower, *s_add, *s_add_leaf, *s_note_password, *s_element, *s_leaf_text, *s_attribute,
     *s_mirror, *s_rules, *s_block, *s_mask, *s_nodes, *s_leaves, *s_keep, *s_name_cache,
-    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind;
+    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text;
 
 /* ---- the PII prefilter of detectors._candidate_pattern, without its regex calls ----------------
  * Character classes as CPython's re has them for str patterns: \d is Py_UNICODE_ISDECIMAL, \w is
@@ -307,6 +307,7 @@ typedef struct {
     /* the context last looked at (contexts change rarely down a tree) */
     PyObject *ctx;
     int ctx_blocked, ctx_mask_text, ctx_kind; /* kind: 0 None, 1 "unknown", 2 "skip", 3 other */
+    int mask_here; /* the sink's mask_is_mask_text: this loop may mask text itself (see masked_text) */
 } Walk;
 
 static int read_ctx(Walk *w, PyObject *ctx) {
@@ -438,7 +439,41 @@ static int mirror_add_leaf(Walk *w, PyObject *sid, PyObject *parent) {
     return link_child(parent, sid);
 }
 
-/* 1: Walker._attribute would return the value as it is and call no sink; 0: it must run. */
+/* Enforcer.text(..., must_mask=True): detectors.mask_text(value), or value itself when it is already
+ * only "*" and whitespace (detectors.is_masked). Whitespace is re's \s for str patterns, which is
+ * Py_UNICODE_ISSPACE, as str.isspace. */
+static PyObject *masked_text(PyObject *value) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    int kind = PyUnicode_KIND(value);
+    const void *data = PyUnicode_DATA(value);
+    Py_UCS4 maxchar = '*';
+    int changed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        if (Py_UNICODE_ISSPACE(c)) {
+            if (c > maxchar)
+                maxchar = c;
+        } else if (c != '*') {
+            changed = 1;
+        }
+    }
+    if (!changed)
+        return Py_NewRef(value);
+    PyObject *out = PyUnicode_New(n, maxchar);
+    if (out == NULL)
+        return NULL;
+    int out_kind = PyUnicode_KIND(out);
+    void *out_data = PyUnicode_DATA(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        PyUnicode_WRITE(out_kind, out_data, i, Py_UNICODE_ISSPACE(c) ? c : '*');
+    }
+    return out;
+}
+
+/* Walker._attribute for a value of an element that is not an <option>: 1 it would return the value
+ * as it is and call no sink; 2 it would mask the value as text (a name the rules mask, and a sink
+ * whose masking this loop may do itself); 0 it must run. */
 static int attribute_unchanged(Walk *w, PyObject *lname, PyObject *value) {
     int r = PySet_Contains(URL_ATTRIBUTES, lname);
     if (r != 0) {
@@ -455,6 +490,8 @@ static int attribute_unchanged(Walk *w, PyObject *lname, PyObject *value) {
         return 0;
     /* Rules.attribute_masked: a name the rules mask, or one with selector rules, goes to Python. */
     PyObject *masked = PyDict_GetItemWithError(w->name_cache, lname);
+    if (masked == Py_True && w->mask_here)
+        return 2;  /* Rules.attribute_masked is true by name whatever the node: title, aria-label... */
     if (masked != Py_False)
         return PyErr_Occurred() ? -1 : 0;
     if ((r = PyDict_Contains(w->attr_selectors, lname)) != 0)
@@ -477,7 +514,13 @@ static int element_attributes(Walk *w, PyObject *node, PyObject *tag, PyObject *
         if (lname == NULL)
             return -1;
         int same = PyUnicode_Check(lname) ? attribute_unchanged(w, lname, value) : 0;
-        if (same == 0) {
+        if (same == 2) {
+            PyObject *new = masked_text(value);
+            if (new != NULL && new != value && PyDict_SetItem(attrs, name, new) < 0)
+                Py_CLEAR(new);
+            same = new == NULL ? -1 : 1;
+            Py_XDECREF(new);
+        } else if (same == 0) {
             Py_INCREF(value);  /* the sink may drop the dict's reference when it replaces it */
             PyObject *new = PyObject_CallMethodObjArgs(w->walker, s_attribute, node, tag, lname, value, NULL);
             if (new != NULL && new != value && PyDict_SetItem(attrs, name, new) < 0)
@@ -576,6 +619,12 @@ static int leaf_text(Walk *w, PyObject *sn, int kind, PyObject *parent, PyObject
         int pii = may_contain_pii(value);
         if (pii <= 0)
             return pii;  /* page text, comments: nothing to mask and nothing a detector could find */
+    } else if ((kind != TEXT || w->ctx_kind <= 1) && w->mask_here) {
+        /* under a mask selector (or unknown ancestry the policy masks): sink.text(..., True) */
+        PyObject *new = masked_text(value);
+        int rc = new == NULL ? -1 : new == value ? 0 : PyDict_SetItem(sn, s_textContent, new);
+        Py_XDECREF(new);
+        return rc;
     }
     Py_INCREF(value);
     PyObject *new = PyObject_CallMethodObjArgs(w->walker, s_leaf_text, kind_objects[kind], parent, ctx, value, NULL);
@@ -715,6 +764,18 @@ static int walk_init(Walk *w, PyObject *walker) {
     }
     if ((w->block_keys = rule_keys(block)) == NULL && PyErr_Occurred())
         goto done;
+    PyObject *sink = PyObject_GetAttr(walker, s_sink);
+    if (sink == NULL)
+        goto done;
+    PyObject *flag = PyObject_GetAttr(sink, s_mask_is_mask_text);
+    Py_DECREF(sink);
+    if (flag == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            goto done;
+        PyErr_Clear();
+    }
+    w->mask_here = flag == Py_True;
+    Py_XDECREF(flag);
     if ((w->mask_keys = rule_keys(mask)) == NULL && PyErr_Occurred())
         goto done;
     rc = 0;
@@ -799,6 +860,12 @@ static PyObject *py_may_contain_pii(PyObject *module, PyObject *text) {
     return r < 0 ? NULL : PyBool_FromLong(r);
 }
 
+static PyObject *py_masked_text(PyObject *module, PyObject *text) {
+    if (!PyUnicode_Check(text))
+        return PyErr_Format(PyExc_TypeError, "masked_text expects str");
+    return masked_text(text);
+}
+
 static PyObject *candidate(PyObject *module, PyObject *text) {
     if (!PyUnicode_Check(text))
         return PyErr_Format(PyExc_TypeError, "str expected");
@@ -819,6 +886,7 @@ static PyMethodDef methods[] = {
     {"set_token_prefixes", set_token_prefixes, METH_O, "set_token_prefixes(detectors._TOKEN_PREFIXES)"},
     {"fills_node_slots", fills_node_slots, METH_NOARGS, "Whether Nodes are made without calling Node.__init__."},
     {"may_contain_pii", py_may_contain_pii, METH_O, "detectors.may_contain_pii, in C."},
+    {"masked_text", py_masked_text, METH_O, "Enforcer.text(..., must_mask=True), in C."},
     {"candidate", candidate, METH_O, "detectors._candidate_pattern, in C: 0 none, 1 the full pattern, 2 the word pattern."},
     {"url_may_contain_pii", py_url_may_contain_pii, METH_O, "detectors.url_may_contain_pii, in C."},
     {NULL, NULL, 0, NULL},
@@ -866,6 +934,8 @@ PyMODINIT_FUNC PyInit__native_walk(void) {
     INTERN(s_blocked, "blocked");
     INTERN(s_mask_text, "mask_text");
     INTERN(s_kind, "kind");
+    INTERN(s_sink, "sink");
+    INTERN(s_mask_is_mask_text, "mask_is_mask_text");
     init_classes();
     for (int k = 0; k <= 5; k++)
         if ((kind_objects[k] = PyLong_FromLong(k)) == NULL)

@@ -35,7 +35,7 @@ For node ids this process has not seen (another receiver got the full snapshot),
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from replay.privacy.detectors import is_masked, mask_pii, mask_spans, mask_text, url_host_end
 from replay.privacy.mirror import Node, SessionMirror
@@ -73,6 +73,9 @@ class Enforcer:
     """Sink that replaces values with their masked form."""
 
     drops_blocked = True
+    # text() and attribute() with must_mask=True are mask_text and nothing else: the C walk masks
+    # such values itself (a title or aria-label per element under the default policy).
+    mask_is_mask_text = True
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
@@ -103,7 +106,7 @@ class Enforcer:
         return self._pii(value)
 
     def url(self, node: Node | None, where: str, value: str) -> str:
-        return scrub_url(self.rules, value)
+        return _memoized(self.rules.scrubbed_urls, value, lambda: scrub_url(self.rules, value))
 
     def blocked(self, node: Node, serialized: dict[str, Any] | None) -> None:
         if serialized is None:
@@ -130,8 +133,31 @@ class Enforcer:
         return True
 
     def _pii(self, value: str) -> str:
-        masked, findings = mask_pii(value, self.detectors)
-        return masked if findings else value
+        return _memoized(self.rules.pii_masked, value, lambda: _pii_masked(value, self.detectors))
+
+
+def _pii_masked(value: str, detectors: frozenset[str]) -> str:
+    masked, findings = mask_pii(value, detectors)
+    return masked if findings else value
+
+
+_UNCHANGED = object()
+MEMO_ENTRIES = 4096  # per policy and kind of value
+MEMO_VALUE_CHARS = 2048  # longer values are rarely repeated: not kept
+
+
+def _memoized(memo: dict[str, object], value: str, compute: Callable[[], str]) -> str:
+    """``compute()``, remembered per value (a pure function of the value under one policy)."""
+    known = memo.get(value)
+    if known is not None:
+        return value if known is _UNCHANGED else known  # type: ignore[return-value]
+    new = compute()
+    if len(value) <= MEMO_VALUE_CHARS:
+        if len(memo) >= MEMO_ENTRIES:
+            memo.clear()
+        # An unchanged value is returned as the very object it came in as: the walker tests `is`.
+        memo[value] = _UNCHANGED if new is value else new
+    return new
 
 
 def scrub_url(rules: Rules, url: str) -> str:

@@ -103,6 +103,10 @@ class Rules:
         self._name_glob = re.compile("|".join(globs)) if globs else None
         self._keep = frozenset(policy.keep_attributes)
         self._name_cache: dict[str, bool] = {}
+        # What the enforcer made of values under this policy (links and texts repeat on every page
+        # of a site); see enforce._memoized.
+        self.scrubbed_urls: dict[str, object] = {}
+        self.pii_masked: dict[str, object] = {}
         self.detectors = frozenset(policy.pii_detectors)
         self.strip = frozenset(policy.strip_query_params)
         self.mask_editable = policy.masks_input_type("contenteditable")
@@ -179,6 +183,9 @@ class Sink(Protocol):
     """Receives every value the walker meets; returns the value to keep (same object: unchanged)."""
 
     drops_blocked: bool
+    # True: text() and attribute() with must_mask=True return detectors.mask_text(value) (value
+    # itself when already masked) and record nothing, so the C loop may mask such values itself.
+    mask_is_mask_text: bool = False
 
     def field(self, node: Node) -> None: ...
 

@@ -326,3 +326,35 @@ def test_remembered_contexts_stay_bounded_by_the_live_page() -> None:
                            texts=[{"id": 100_000 + i, "value": "row"}])], policy, mirror)
         enforce([_mutation(10 + i, removes=[{"parentId": 5, "id": 100 + i}])], policy, mirror)
     assert len(mirror.contexts) + len(mirror.matches) <= 4 * len(mirror.nodes) + 1024
+
+
+def test_remembered_masking_of_repeated_values_gives_what_a_first_look_gives() -> None:
+    from replay.privacy import enforce
+    from replay.privacy.walk import rules_for
+
+    policy = MaskingPolicy(strip_query_params=("session",))
+    sink = enforce.Enforcer(rules_for(policy))
+    values = ["https://shop.test/cart?session=abc123&item=9", "mail jane@example.com now", "plain words here",
+              "https://shop.test/docs/ch07-03-paths-for-referring-to-an-item.html"]
+    first = [(sink.url(None, "href", v), sink.text(None, v, False)) for v in values]
+    again = ["".join(list(v)) for v in values]  # equal strings, other objects
+    assert all(a is not b for a, b in zip(again, values))
+    second = [(sink.url(None, "href", v), sink.text(None, v, False)) for v in again]
+    assert second == first
+    assert first[0][0] == "https://shop.test/cart?session=********&item=9"
+    assert "jane@example.com" not in first[1][1]
+    for v, (url, text) in zip(again, second):  # unchanged values come back as the object passed in
+        assert (url is v) == (url == v) and (text is v) == (text == v)
+
+
+def test_remembered_masking_stays_bounded() -> None:
+    from replay.privacy import enforce
+    from replay.privacy.walk import rules_for
+
+    rules = rules_for(MaskingPolicy(strip_query_params=("bounded-test",)))
+    sink = enforce.Enforcer(rules)
+    for i in range(enforce.MEMO_ENTRIES * 2 + 10):
+        sink.url(None, "href", f"https://x.test/{i}?a=1")
+    sink.text(None, "y" * (enforce.MEMO_VALUE_CHARS + 1) + " jane@example.com", False)
+    assert 0 < len(rules.scrubbed_urls) <= enforce.MEMO_ENTRIES
+    assert all(len(v) <= enforce.MEMO_VALUE_CHARS for v in rules.pii_masked)

@@ -24,6 +24,7 @@ from harness import require_native_walk
 from replay.privacy import MaskingPolicy, SessionMirror, audit_session, enforce_events
 from replay.privacy import detectors, walk
 from replay.privacy.enforce import mirror_attributes
+from replay.privacy.mirror import Node
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RECORDINGS = [FIXTURES / "rrweb-player-events.json", *sorted((FIXTURES / "privacy").glob("*.json"))]
@@ -116,6 +117,48 @@ def test_the_shortcuts_are_taken_on_a_real_recording() -> None:
         for name, fn in originals.items():
             setattr(walk.Walker, name, fn)
     assert 0 < sum(calls.values()) < nodes / 5, (calls, nodes)
+
+
+def test_masked_attributes_and_masked_text_are_masked_without_python() -> None:
+    """Titles (masked by name under the default policy) and text under a mask selector: no Python step."""
+    require_native_walk()
+    policy = MaskingPolicy(mask_text_selectors=(".secret",))
+    rows = [{"type": 2, "id": 10 + 3 * i, "tagName": "span",
+             "attributes": {"class": "secret" if i % 2 else "plain", "title": f"Jane Doe {i}", "aria-label": "** *"},
+             "childNodes": [{"type": 3, "id": 11 + 3 * i, "textContent": f"Account of Jane {i}"}]}
+            for i in range(40)]
+    snapshot = {"type": 2, "timestamp": 1, "data": {"node": {"type": 0, "id": 1, "childNodes": [
+        {"type": 2, "id": 2, "tagName": "body", "attributes": {}, "childNodes": rows}]}}}
+    enforce_with(True, policy, [snapshot])  # the rules learn which names they mask (Rules._name_masked)
+    calls = []
+    original = walk.Walker._attribute, walk.Walker._leaf_text
+    try:
+        walk.Walker._attribute = lambda self, *a: calls.append(a) or original[0](self, *a)
+        walk.Walker._leaf_text = lambda self, *a: calls.append(a) or original[1](self, *a)
+        native = enforce_with(True, policy, [snapshot])
+    finally:
+        walk.Walker._attribute, walk.Walker._leaf_text = original
+    # Only the .secret elements' own attributes go through Python (their _element step runs there).
+    assert calls and all(isinstance(a[0], Node) and a[0].attrs.get("class") == "secret" for a in calls), calls
+    assert native == enforce_with(False, policy, [snapshot])
+    body = native[0][0]["data"]["node"]["childNodes"][0]["childNodes"]
+    assert body[0]["attributes"]["title"] == "**** *** *" and body[0]["attributes"]["aria-label"] == "** *"
+    assert body[1]["childNodes"][0]["textContent"] == "******* ** **** *"
+    assert body[0]["childNodes"][0]["textContent"] == "Account of Jane 0"  # not under .secret
+
+
+_WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+
+
+@settings(max_examples=1000, deadline=None)
+@given(text=st.text(alphabet=st.one_of(st.sampled_from(_WHITESPACE + "*"), st.characters())))
+def test_the_c_text_mask_is_the_enforcers(text: str) -> None:
+    require_native_walk()
+    from replay.privacy import _native_walk
+
+    expected = text if detectors.is_masked(text) else detectors.mask_text(text)
+    got = _native_walk.masked_text(text)
+    assert got == expected and (got is text) == (expected is text)
 
 
 def iter_nodes(node: dict[str, Any]):
