@@ -73,7 +73,7 @@ static PyObject *s_id, *s_type, *s_tagName, *s_attributes, *s_textContent, *s_ch
     *s_class, *s_attrs, *s_contenteditable, *s_value, *s_input, *s_unknown, *s_skip, *s_empty, *s_document,
     *s_lower, *s_add, *s_add_leaf, *s_note_password, *s_element, *s_leaf_text, *s_attribute,
     *s_mirror, *s_rules, *s_block, *s_mask, *s_nodes, *s_leaves, *s_keep, *s_name_cache,
-    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text;
+    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text, *s_memo, *s_parentId, *s_node, *s_ctx_of, *s_add_under;
 
 /* ---- the PII prefilter of detectors._candidate_pattern, without its regex calls ----------------
  * Character classes as CPython's re has them for str patterns: \d is Py_UNICODE_ISDECIMAL, \w is
@@ -786,6 +786,25 @@ done:
     return rc;
 }
 
+/* Walker._walk's loop over one serialized subtree, with the walk state already read. */
+static int walk_tree(Walk *w, Stack *stack, PyObject *root, PyObject *parent, PyObject *ctx) {
+    int rc = push(stack, root, parent, ctx);
+    while (rc == 0 && stack->len) {
+        Frame f = stack->items[--stack->len];
+        rc = walk_one(w, stack, f);
+        Py_DECREF(f.sn);
+        Py_DECREF(f.parent);
+        Py_DECREF(f.ctx);
+    }
+    while (stack->len) {
+        Frame f = stack->items[--stack->len];
+        Py_DECREF(f.sn);
+        Py_DECREF(f.parent);
+        Py_DECREF(f.ctx);
+    }
+    return rc;
+}
+
 static PyObject *walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "walk(walker, root, parent, ctx)");
@@ -801,25 +820,101 @@ static PyObject *walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Stack stack = {0};
     int rc = walk_init(&w, args[0]);
     if (rc == 0)
-        rc = push(&stack, args[1], args[2], args[3]);
-    while (rc == 0 && stack.len) {
-        Frame f = stack.items[--stack.len];
-        rc = walk_one(&w, &stack, f);
-        Py_DECREF(f.sn);
-        Py_DECREF(f.parent);
-        Py_DECREF(f.ctx);
-    }
-    while (stack.len) {
-        Frame f = stack.items[--stack.len];
-        Py_DECREF(f.sn);
-        Py_DECREF(f.parent);
-        Py_DECREF(f.ctx);
-    }
+        rc = walk_tree(&w, &stack, args[1], args[2], args[3]);
     PyMem_Free(stack.items);
     walk_clear(&w);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* Walker._add_round: the adds of one mutation whose parent is mirrored, in order (appended to
+ * ``kept``); returns those whose parent is not (yet). The parent's context comes from the walker's
+ * memo, else from Walker._ctx_of; an add under a blocked parent goes to Walker._add_under. */
+static PyObject *add_round(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "add_round(walker, pending: list, kept: list)");
+        return NULL;
+    }
+    if (Node_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_native_walk.configure() was not called");
+        return NULL;
+    }
+    PyObject *walker = args[0], *pending = args[1], *kept = args[2];
+    Walk w = {0};
+    Stack stack = {0};
+    PyObject *memo = NULL, *deferred = PyList_New(0);
+    int rc = deferred == NULL ? -1 : walk_init(&w, walker);
+    if (rc == 0 && ((memo = PyObject_GetAttr(walker, s_memo)) == NULL || !PyDict_Check(memo))) {
+        if (memo != NULL)
+            PyErr_SetString(PyExc_TypeError, "Walker._memo must be a dict");
+        rc = -1;
+    }
+    Py_INCREF(pending);
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(pending); i++) {
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(pending, i));
+        PyObject *parent = NULL, *ctx = NULL, *node = NULL;
+        if (!PyDict_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "add_round: pending adds must be dicts");
+            rc = -1;
+            goto next;
+        }
+        PyObject *pid = PyDict_GetItemWithError(item, s_parentId);
+        if (pid == NULL && PyErr_Occurred()) {
+            rc = -1;
+            goto next;
+        }
+        if (pid != NULL && PyLong_Check(pid)) {  /* SessionMirror.get */
+            parent = PyDict_GetItemWithError(w.nodes, pid);
+            if (parent == NULL && PyErr_Occurred()) {
+                rc = -1;
+                goto next;
+            }
+            Py_XINCREF(parent);
+        }
+        if (parent == NULL || parent == Py_None) {
+            rc = PyList_Append(deferred, item);
+            goto next;
+        }
+        ctx = PyDict_GetItemWithError(memo, parent);
+        if (ctx != NULL)
+            Py_INCREF(ctx);
+        else if (PyErr_Occurred() || (ctx = PyObject_CallMethodObjArgs(walker, s_ctx_of, parent, NULL)) == NULL) {
+            rc = -1;
+            goto next;
+        }
+        if ((rc = read_ctx(&w, ctx)) < 0)
+            goto next;
+        node = PyDict_GetItemWithError(item, s_node);
+        if (w.ctx_blocked || node == NULL || !PyDict_Check(node)) {
+            if (node == NULL && PyErr_Occurred()) {
+                rc = -1;
+                goto next;
+            }
+            PyObject *r = PyObject_CallMethodObjArgs(walker, s_add_under, item, parent, ctx, kept, NULL);
+            rc = r == NULL ? -1 : 0;
+            Py_XDECREF(r);
+            goto next;
+        }
+        Py_INCREF(node);
+        rc = walk_tree(&w, &stack, node, parent, ctx);
+        Py_DECREF(node);
+        if (rc == 0)
+            rc = PyList_Append(kept, item);
+    next:
+        Py_DECREF(item);
+        Py_XDECREF(parent);
+        Py_XDECREF(ctx);
+    }
+    Py_DECREF(pending);
+    Py_XDECREF(memo);
+    PyMem_Free(stack.items);
+    walk_clear(&w);
+    if (rc < 0) {
+        Py_XDECREF(deferred);
+        return NULL;
+    }
+    return deferred;
 }
 
 static PyObject *configure(PyObject *module, PyObject *args) {
@@ -882,6 +977,8 @@ static PyObject *py_url_may_contain_pii(PyObject *module, PyObject *text) {
 
 static PyMethodDef methods[] = {
     {"walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL, "Walker._walk(root, parent, ctx) for walker."},
+    {"add_round", (PyCFunction)(void (*)(void))add_round, METH_FASTCALL,
+     "Walker._add_round(pending, kept) for walker: returns the adds whose parent is not mirrored."},
     {"configure", configure, METH_VARARGS, "configure(Node, EMPTY, STRUCTURAL, URL_ATTRIBUTES, CONTEXT_TAGS, FIELD_TAGS)"},
     {"set_token_prefixes", set_token_prefixes, METH_O, "set_token_prefixes(detectors._TOKEN_PREFIXES)"},
     {"fills_node_slots", fills_node_slots, METH_NOARGS, "Whether Nodes are made without calling Node.__init__."},
@@ -936,6 +1033,11 @@ PyMODINIT_FUNC PyInit__native_walk(void) {
     INTERN(s_kind, "kind");
     INTERN(s_sink, "sink");
     INTERN(s_mask_is_mask_text, "mask_is_mask_text");
+    INTERN(s_memo, "_memo");
+    INTERN(s_parentId, "parentId");
+    INTERN(s_node, "node");
+    INTERN(s_ctx_of, "_ctx_of");
+    INTERN(s_add_under, "_add_under");
     init_classes();
     for (int k = 0; k <= 5; k++)
         if ((kind_objects[k] = PyLong_FromLong(k)) == NULL)

@@ -59,12 +59,14 @@ _native_walk = native_parts.load("replay.privacy._native_walk")
 if _native_walk is not None:
     _native_walk.configure(Node, _mirror._EMPTY, STRUCTURAL, URL_ATTRIBUTES, _CONTEXT_TAGS, FIELD_TAGS)
 native_walk = _native_walk.walk if _native_walk is not None else None
+native_add_round = _native_walk.add_round if _native_walk is not None else None
 
 
 def use_native_walk(enabled: bool) -> bool:
     """Run Walker._walk's loop and the PII prefilter in C (when built) or in Python; True: C runs."""
-    global native_walk
+    global native_walk, native_add_round
     native_walk = _native_walk.walk if enabled and _native_walk is not None else None
+    native_add_round = _native_walk.add_round if native_walk is not None else None
     _detectors.use_native_prefilter(native_walk is not None)
     return native_walk is not None
 
@@ -475,24 +477,13 @@ class Walker:
             self._attribute_mutations(data, attributes)
 
     def _adds(self, data: dict[str, Any], adds: list[Any]) -> None:
-        mirror, sink = self.mirror, self.sink
         kept: list[Any] = []
         pending = [a for a in adds if isinstance(a, dict) and isinstance(a.get("node"), dict)]
         while pending:
-            deferred = []
-            for item in pending:
-                parent = mirror.get(item.get("parentId"))
-                if parent is None:
-                    deferred.append(item)
-                    continue
-                ctx = self._ctx_of(parent)
-                if ctx.blocked:
-                    if sink.drops_blocked:
-                        self._register([item["node"]], parent)
-                        continue
-                    sink.blocked(parent, None)
-                self._walk(item["node"], parent, ctx)
-                kept.append(item)
+            if native_add_round is not None:
+                deferred = native_add_round(self, pending, kept)
+            else:
+                deferred = self._add_round(pending, kept)
             if len(deferred) == len(pending):  # parents this process never saw: unknown ancestry
                 for item in deferred:
                     self._walk(item["node"], None, self._unknown)
@@ -502,6 +493,26 @@ class Walker:
         if len(kept) != len(adds):
             order = {id(a): i for i, a in enumerate(adds)}
             data["adds"] = sorted(kept, key=lambda a: order[id(a)])
+
+    def _add_round(self, pending: list[dict[str, Any]], kept: list[Any]) -> list[dict[str, Any]]:
+        """The adds whose parent is mirrored, in order (into ``kept``); returns the others."""
+        deferred = []
+        for item in pending:
+            parent = self.mirror.get(item.get("parentId"))
+            if parent is None:
+                deferred.append(item)
+                continue
+            self._add_under(item, parent, self._ctx_of(parent), kept)
+        return deferred
+
+    def _add_under(self, item: dict[str, Any], parent: Node, ctx: Ctx, kept: list[Any]) -> None:
+        if ctx.blocked:
+            if self.sink.drops_blocked:
+                self._register([item["node"]], parent)
+                return
+            self.sink.blocked(parent, None)
+        self._walk(item["node"], parent, ctx)
+        kept.append(item)
 
     def _texts(self, data: dict[str, Any], texts: list[Any]) -> None:
         kept = []

@@ -250,15 +250,19 @@ def test_the_native_loop_keeps_no_references() -> None:
     """Every reference the C loop takes is given back: the tree's objects end as they started."""
     require_native_walk()
     events = recording(FIXTURES / "rrweb-player-events.json")
-    snapshot = next(e for e in events if e["type"] == 2)
-    enforce_events(MaskingPolicy(), SessionMirror(), [snapshot])  # masked once: later walks change nothing
-    watched = list(iter_nodes(snapshot["data"]["node"]))
+    start = next(i for i, e in enumerate(events) if e["type"] == 2)
+    events = events[start:]  # the full snapshot and every mutation after it (add_round's loop too)
+    enforce_events(MaskingPolicy(), SessionMirror(), events)  # masked once: later walks change nothing
+    roots = [events[0]["data"]["node"]] + [a["node"] for e in events if e["type"] == 3
+                                           for a in e["data"].get("adds") or []]
+    assert len(roots) > 50
+    watched = [n for root in roots for n in iter_nodes(root)]
     watched += [v for n in watched for v in (n.get("attributes") or {}).values() if isinstance(v, str)]
     gc.collect()
     before = [sys.getrefcount(o) for o in watched]
     for _ in range(3):
         mirror = SessionMirror()
-        enforce_events(MaskingPolicy(), mirror, [snapshot])
+        enforce_events(MaskingPolicy(), mirror, events)
         del mirror
     gc.collect()
     assert [sys.getrefcount(o) for o in watched] == before
