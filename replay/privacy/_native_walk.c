@@ -297,9 +297,28 @@ static int starts_with_rr(PyObject *s) {
 }
 
 /* mirror._link: parent.children[child_id] = None */
+/* A Node's slot, read without the attribute protocol; NULL: not a Node whose slots we know. */
+static inline PyObject **node_slot(PyObject *node, int slot) {
+    if (slot_offsets[0] == 0 || Py_TYPE(node) != (PyTypeObject *)Node_type)
+        return NULL;
+    return (PyObject **)((char *)node + slot_offsets[slot]);
+}
+
 static int link_child(PyObject *parent, PyObject *child_id) {
     if (parent == Py_None)
         return 0;
+    PyObject **slot = node_slot(parent, SLOT_CHILDREN);
+    if (slot != NULL && *slot != NULL && PyDict_CheckExact(*slot))  /* mirror._link, the usual case */
+        return PyDict_SetItem(*slot, child_id, Py_None);
+    if (slot != NULL && *slot == Py_None) {  /* the first child */
+        PyObject *d = PyDict_New();
+        if (d == NULL || PyDict_SetItem(d, child_id, Py_None) < 0) {
+            Py_XDECREF(d);
+            return -1;
+        }
+        Py_SETREF(*slot, d);
+        return 0;
+    }
     PyObject *children = PyObject_GetAttr(parent, s_children);
     if (children == NULL)
         return -1;
@@ -591,7 +610,8 @@ static PyObject *element(Walk *w, PyObject *sn, PyObject *sid, PyObject *parent,
         goto done;
     /* The fast path is Walker._element when nothing in it applies: no block or mask selector can
      * match, the element changes no context (_enter), it is no form field and no <option>. */
-    PyObject *kept = PyObject_GetAttr(node, s_attrs);
+    PyObject **kept_slot = node_slot(node, SLOT_ATTRS);
+    PyObject *kept = kept_slot != NULL && *kept_slot != NULL ? Py_NewRef(*kept_slot) : PyObject_GetAttr(node, s_attrs);
     if (kept == NULL)
         goto done;
     int slow = 0;
