@@ -26,6 +26,7 @@ static PyObject *kind_objects[6];
 
 /* Where Node's __slots__ live in an instance, to fill a new Node without running its __init__ (a
  * Python call per element, ~5% of a server's CPU under load). 0: not found, call Node() instead. */
+#define BLOCKED_FLAG 2 /* mirror.BLOCKED */
 enum { SLOT_ID, SLOT_TAG, SLOT_ATTRS, SLOT_PARENT, SLOT_CHILDREN, SLOT_FLAGS, N_SLOTS };
 static const char *slot_names[N_SLOTS] = {"id", "tag", "attrs", "parent", "children", "flags"};
 static Py_ssize_t slot_offsets[N_SLOTS];
@@ -73,7 +74,7 @@ static PyObject *s_id, *s_type, *s_tagName, *s_attributes, *s_textContent, *s_ch
     *s_class, *s_attrs, *s_contenteditable, *s_value, *s_input, *s_unknown, *s_skip, *s_empty, *s_document,
     *s_lower, *s_add, *s_add_leaf, *s_note_password, *s_element, *s_leaf_text, *s_attribute,
     *s_mirror, *s_rules, *s_block, *s_mask, *s_nodes, *s_leaves, *s_keep, *s_name_cache,
-    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text, *s_memo, *s_parentId, *s_node, *s_ctx_of, *s_add_under;
+    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text, *s_memo, *s_parentId, *s_node, *s_ctx_of, *s_add_under, *s_enter;
 
 /* ---- the PII prefilter of detectors._candidate_pattern, without its regex calls ----------------
  * Character classes as CPython's re has them for str patterns: \d is Py_UNICODE_ISDECIMAL, \w is
@@ -867,6 +868,73 @@ static PyObject *walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* Walker._enter(el, ctx) would return ctx itself: no mask selector can match el, it is not
+ * blocked, no <textarea>/<option>/<style>/<script>, not contenteditable. 1 yes, 0 ask _enter. */
+static int enter_unchanged(Walk *w, PyObject *el, PyObject *ctx) {
+    PyObject **tag = node_slot(el, SLOT_TAG), **attrs = node_slot(el, SLOT_ATTRS), **flags = node_slot(el, SLOT_FLAGS);
+    if (tag == NULL || *tag == NULL || *attrs == NULL || *flags == NULL || !PyUnicode_Check(*tag)
+        || !PyDict_Check(*attrs) || !PyLong_CheckExact(*flags))
+        return 0;
+    long f = PyLong_AsLong(*flags);
+    if (f == -1 && PyErr_Occurred())
+        return -1;
+    if (f & BLOCKED_FLAG)
+        return 0;
+    if (read_ctx(w, ctx) < 0)
+        return -1;
+    int r = w->ctx_mask_text ? 0 : might_match(w->mask_keys, *tag, *attrs);
+    if (r == 0)
+        r = PySet_Contains(CONTEXT_TAGS, *tag);
+    if (r == 0)
+        r = PyDict_Contains(*attrs, s_contenteditable);
+    return r < 0 ? -1 : !r;
+}
+
+/* Walker._ctx_of(node): the context of the nearest ancestor the memo knows, carried down the chain
+ * of the others (each remembered); Python's _ctx_of when no ancestor is known (the page's root). */
+static PyObject *ctx_of(Walk *w, PyObject *memo, PyObject *node) {
+    PyObject **chain = NULL, *n = node, *ctx = NULL;
+    Py_ssize_t len = 0, cap = 0;
+    while (n != Py_None && (ctx = PyDict_GetItemWithError(memo, n)) == NULL) {
+        PyObject **parent = node_slot(n, SLOT_PARENT);
+        if (PyErr_Occurred() || parent == NULL || *parent == NULL)
+            break;
+        if (len == cap) {
+            cap = cap ? cap * 2 : 32;
+            PyObject **grown = PyMem_Realloc(chain, (size_t)cap * sizeof(PyObject *));
+            if (grown == NULL) {
+                PyMem_Free(chain);
+                return PyErr_NoMemory();
+            }
+            chain = grown;
+        }
+        chain[len++] = n;  /* borrowed: each is held by its child's parent slot, or is ``node`` */
+        n = *parent;
+    }
+    if (ctx == NULL) {
+        PyMem_Free(chain);
+        return PyErr_Occurred() ? NULL : PyObject_CallMethodObjArgs(w->walker, s_ctx_of, node, NULL);
+    }
+    Py_INCREF(ctx);
+    for (Py_ssize_t i = len - 1; i >= 0 && ctx != NULL; i--) {
+        PyObject **tag = node_slot(chain[i], SLOT_TAG);
+        int same = 1;
+        if (tag != NULL && *tag != NULL && PyUnicode_Check(*tag) && PyUnicode_GET_LENGTH(*tag) > 0
+            && PyUnicode_READ_CHAR(*tag, 0) == '#')
+            same = 1;  /* #document, #text...: not an element */
+        else
+            same = enter_unchanged(w, chain[i], ctx);
+        if (same == 0)
+            Py_SETREF(ctx, PyObject_CallMethodObjArgs(w->walker, s_enter, chain[i], ctx, NULL));
+        else if (same < 0)
+            Py_CLEAR(ctx);
+        if (ctx != NULL && PyDict_SetItem(memo, chain[i], ctx) < 0)
+            Py_CLEAR(ctx);
+    }
+    PyMem_Free(chain);
+    return ctx;
+}
+
 /* Walker._add_round: the adds of one mutation whose parent is mirrored, in order (appended to
  * ``kept``); returns those whose parent is not (yet). The parent's context comes from the walker's
  * memo, else from Walker._ctx_of; an add under a blocked parent goes to Walker._add_under. */
@@ -918,7 +986,7 @@ static PyObject *add_round(PyObject *module, PyObject *const *args, Py_ssize_t n
         ctx = PyDict_GetItemWithError(memo, parent);
         if (ctx != NULL)
             Py_INCREF(ctx);
-        else if (PyErr_Occurred() || (ctx = PyObject_CallMethodObjArgs(walker, s_ctx_of, parent, NULL)) == NULL) {
+        else if (PyErr_Occurred() || (ctx = ctx_of(&w, memo, parent)) == NULL) {
             rc = -1;
             goto next;
         }
@@ -1090,6 +1158,7 @@ PyMODINIT_FUNC PyInit__native_walk(void) {
     INTERN(s_node, "node");
     INTERN(s_ctx_of, "_ctx_of");
     INTERN(s_add_under, "_add_under");
+    INTERN(s_enter, "_enter");
     init_classes();
     for (int k = 0; k <= 5; k++)
         if ((kind_objects[k] = PyLong_FromLong(k)) == NULL)

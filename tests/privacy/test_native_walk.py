@@ -161,6 +161,29 @@ def test_the_c_text_mask_is_the_enforcers(text: str) -> None:
     assert got == expected and (got is text) == (expected is text)
 
 
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_both_loops_mask_adds_under_every_element_of_a_page_alike(policy: str) -> None:
+    """A mutation adding text and a titled element under each element of a real page: every
+    parent's context worked out from the memo, the chain above it, or the page's root."""
+    require_native_walk()
+    events = recording(FIXTURES / "rrweb-player-events.json")
+    snapshot = next(e for e in events if e["type"] == 2)
+    elements = [n["id"] for n in iter_nodes(snapshot["data"]["node"]) if n.get("type") == 2]
+    adds = []
+    for i, parent in enumerate(reversed(elements)):  # deepest first: long chains, few memo hits
+        adds.append({"parentId": parent, "nextId": None,
+                     "node": {"type": 3, "id": 900_000 + 2 * i, "textContent": f"Jane Doe jane{i}@example.com"}})
+        adds.append({"parentId": parent, "nextId": None,
+                     "node": {"type": 2, "id": 900_001 + 2 * i, "tagName": "span",
+                              "attributes": {"title": "Account 4242 4242 4242 4242", "class": "rr-mask"},
+                              "childNodes": []}})
+    mutation = {"type": 3, "timestamp": snapshot["timestamp"] + 1,
+                "data": {"source": 0, "removes": [], "texts": [], "attributes": [], "adds": adds}}
+    assert len(elements) > 20
+    assert enforce_with(True, POLICIES[policy], [snapshot, mutation], batch=1) == \
+        enforce_with(False, POLICIES[policy], [snapshot, mutation], batch=1)
+
+
 def iter_nodes(node: dict[str, Any]):
     stack = [node]
     while stack:
