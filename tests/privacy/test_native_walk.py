@@ -216,13 +216,15 @@ _trees = st.recursive(_node(st.just([])), lambda kids: _node(st.lists(st.one_of(
                       max_leaves=30)
 
 
-def _run(native: bool, policy: MaskingPolicy, tree: dict[str, Any]) -> tuple[Any, ...]:
+def _run(native: bool, policy: MaskingPolicy, tree: dict[str, Any],
+         more_adds: list[Any] = ()) -> tuple[Any, ...]:  # type: ignore[assignment]
     walk.use_native_walk(native)
     tree = copy.deepcopy(tree)
     mirror = SessionMirror(mirror_attributes(policy))
     event = {"type": 2, "timestamp": 1, "data": {"node": tree}}
     adds = {"type": 3, "timestamp": 2, "data": {"source": 0, "removes": [], "texts": [], "attributes": [],
-                                                 "adds": [{"parentId": 1, "node": copy.deepcopy(tree)}]}}
+                                                 "adds": [{"parentId": 1, "node": copy.deepcopy(tree)},
+                                                          *copy.deepcopy(list(more_adds))]}}
     try:
         enforce_events(policy, mirror, [event, adds])
     except Exception as e:  # both loops must fail alike
@@ -235,6 +237,19 @@ def _run(native: bool, policy: MaskingPolicy, tree: dict[str, Any]) -> tuple[Any
 def test_both_loops_agree_on_malformed_trees(tree: dict[str, Any], policy: str) -> None:
     require_native_walk()
     assert _run(True, POLICIES[policy], tree) == _run(False, POLICIES[policy], tree)
+
+
+# Adds under any node of the page (or none it knows), in any order: a parent added later in the
+# same mutation defers its children (Walker._add_round's loop, in C).
+_adds = st.lists(st.fixed_dictionaries({"parentId": st.one_of(st.integers(0, 45), _scalars), "node": _trees}),
+                 max_size=5)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=_trees, more_adds=_adds, policy=st.sampled_from(sorted(POLICIES)))
+def test_both_loops_agree_on_adds_anywhere(tree: dict[str, Any], more_adds: list[Any], policy: str) -> None:
+    require_native_walk()
+    assert _run(True, POLICIES[policy], tree, more_adds) == _run(False, POLICIES[policy], tree, more_adds)
 
 
 def test_the_c_loop_makes_nodes_as_node_init_does() -> None:
