@@ -903,15 +903,18 @@ static PyObject *ctx_of(Walk *w, PyObject *memo, PyObject *node) {
             cap = cap ? cap * 2 : 32;
             PyObject **grown = PyMem_Realloc(chain, (size_t)cap * sizeof(PyObject *));
             if (grown == NULL) {
-                PyMem_Free(chain);
-                return PyErr_NoMemory();
+                ctx = NULL;
+                PyErr_NoMemory();
+                break;
             }
             chain = grown;
         }
-        chain[len++] = n;  /* borrowed: each is held by its child's parent slot, or is ``node`` */
+        chain[len++] = Py_NewRef(n);  /* held: _enter runs Python code between here and the end */
         n = *parent;
     }
     if (ctx == NULL) {
+        for (Py_ssize_t i = 0; i < len; i++)
+            Py_DECREF(chain[i]);
         PyMem_Free(chain);
         return PyErr_Occurred() ? NULL : PyObject_CallMethodObjArgs(w->walker, s_ctx_of, node, NULL);
     }
@@ -931,6 +934,8 @@ static PyObject *ctx_of(Walk *w, PyObject *memo, PyObject *node) {
         if (ctx != NULL && PyDict_SetItem(memo, chain[i], ctx) < 0)
             Py_CLEAR(ctx);
     }
+    for (Py_ssize_t i = 0; i < len; i++)
+        Py_DECREF(chain[i]);
     PyMem_Free(chain);
     return ctx;
 }
