@@ -36,6 +36,8 @@ def put_tree_first() -> str:
     tree = sys.argv[sys.argv.index("--tree") + 1] if "--tree" in sys.argv else str(REPO)
     sys.path.insert(0, tree)
     return tree
+
+
 FIXTURE = REPO / "tests" / "fixtures" / "rrweb-player-events.json"
 # Another engineer's bench/make_corpus.py may be rewriting bench/corpus/ while we run: point
 # REPLAY_BENCH_CORPUS at a copy of it to compare runs on the same recordings.

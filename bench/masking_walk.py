@@ -20,7 +20,6 @@ before a change, run the same from its checkout (``git worktree add DIR <commit>
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from benchlib import cut_batches, load_recordings, machine, put_tree_first  # no
 
 put_tree_first()
 
+from replay.cli import _tune_gc  # noqa: E402
 from replay.privacy import walk  # noqa: E402
 from replay.privacy.enforce import enforce_events, mirror_attributes  # noqa: E402
 from replay.privacy.mirror import MirrorCache  # noqa: E402
@@ -55,9 +55,7 @@ if args.only not in ("python", "none") and not use_native_walk(True):
 recs = [r for r in load_recordings() if not args.recording or r.name in args.recording]
 uploads = [(rec.name, window, orjson.dumps(events)) for rec in recs for window, events in cut_batches(rec)]
 policy = MaskingPolicy()
-gc.collect()
-gc.freeze()
-gc.set_threshold(5_000, 10, 100)  # what replay serve does (cli._tune_gc)
+_tune_gc()  # the garbage collector as `replay serve` tunes it
 
 
 def one_pass(native: bool, enforce: bool = True) -> tuple[float, float, list[bytes]]:

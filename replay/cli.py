@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-
 from replay.config import add_arguments, settings_from
 from replay.playback import event_json
 from replay.service import Service

@@ -190,6 +190,16 @@ def load_fixture_events(name: str = "rrweb-player-events.json") -> list[dict[str
     return json.loads((FIXTURES / name).read_text())
 
 
+# Every real recording committed: the rrweb-player demo and the 14 browser-made privacy fixtures.
+RECORDINGS = [FIXTURES / "rrweb-player-events.json", *sorted((FIXTURES / "privacy").glob("*.json"))]
+
+
+def load_recording(path: Path) -> list[dict[str, Any]]:
+    """The events of a recording file (a bare array, or the privacy fixtures' ``{"events": [...]}``)."""
+    data = json.loads(path.read_text())
+    return data["events"] if isinstance(data, dict) else data
+
+
 def post_batch(url: str, token: str, session_id: str, events: list[dict], *, batch_id: str,
                window_id: str = "w1", distinct_id: str | None = None, encoding: str | None = "gzip",
                timeout: float = 30) -> requests.Response:

@@ -80,7 +80,7 @@ static PyObject *s_id, *s_type, *s_tagName, *s_attributes, *s_textContent, *s_ch
  * Character classes as CPython's re has them for str patterns: \d is Py_UNICODE_ISDECIMAL, \w is
  * Py_UNICODE_ISALNUM or "_"; [A-Z] and [A-Za-z0-9_-] are ASCII. */
 
-static PyObject *TOKEN_PREFIXES; /* detectors._TOKEN_PREFIXES */
+
 
 enum { C_DIGIT = 1, C_SEP = 2, C_WORD = 4, C_UPPER = 8, C_TOKEN = 16 };
 static unsigned char ascii_class[128]; /* filled by init_classes() */
@@ -118,9 +118,10 @@ static inline unsigned char char_class(Py_UCS4 c) {
 static char prefix_text[MAX_PREFIXES][32];
 static Py_ssize_t prefix_len[MAX_PREFIXES];
 static unsigned long long prefixes_by_first[128]; /* bit i: prefix i starts with this character */
+static int prefixes_set; /* set_token_prefixes() was called (detectors._TOKEN_PREFIXES) */
 
 static int has_token_prefix(PyObject *text, Py_ssize_t start, Py_ssize_t end) {
-    if (TOKEN_PREFIXES == NULL) {
+    if (!prefixes_set) {
         PyErr_SetString(PyExc_RuntimeError, "_native_walk.set_token_prefixes() was not called");
         return -1;
     }
@@ -553,23 +554,15 @@ static int element_attributes(Walk *w, PyObject *node, PyObject *tag, PyObject *
         if (lname == NULL)
             return -1;
         int same = PyUnicode_Check(lname) ? attribute_unchanged(w, lname, value) : 0;
-        if (same == 2) {
-            PyObject *new = masked_text(value);
-            if (new != NULL && new != value && PyDict_SetItem(attrs, name, new) < 0)
-                Py_CLEAR(new);
-            same = new == NULL ? -1 : 1;
-            Py_XDECREF(new);
-        } else if (same == 0) {
+        if (same == 0 || same == 2) {
             Py_INCREF(value);  /* the sink may drop the dict's reference when it replaces it */
-            PyObject *new = PyObject_CallMethodObjArgs(w->walker, s_attribute, node, tag, lname, value, NULL);
+            PyObject *new = same == 2 ? masked_text(value)
+                                      : PyObject_CallMethodObjArgs(w->walker, s_attribute, node, tag, lname, value, NULL);
             if (new != NULL && new != value && PyDict_SetItem(attrs, name, new) < 0)
                 Py_CLEAR(new);
             Py_DECREF(value);
-            if (new == NULL) {
-                Py_DECREF(lname);
-                return -1;
-            }
-            Py_DECREF(new);
+            same = new == NULL ? -1 : 1;
+            Py_XDECREF(new);
         }
         Py_DECREF(lname);
         if (same < 0)
@@ -655,19 +648,16 @@ static int leaf_text(Walk *w, PyObject *sn, int kind, PyObject *parent, PyObject
     /* Walker._leaf_text / _text return the value untouched: */
     if (kind == TEXT && w->ctx_kind == 2)  /* style and script text */
         return 0;
-    if ((kind != TEXT || w->ctx_kind <= 1) && !w->ctx_mask_text) {
+    int plain = kind != TEXT || w->ctx_kind <= 1; /* not in a textarea, option or contenteditable */
+    if (plain && !w->ctx_mask_text) {
         int pii = may_contain_pii(value);
         if (pii <= 0)
             return pii;  /* page text, comments: nothing to mask and nothing a detector could find */
-    } else if ((kind != TEXT || w->ctx_kind <= 1) && w->mask_here) {
-        /* under a mask selector (or unknown ancestry the policy masks): sink.text(..., True) */
-        PyObject *new = masked_text(value);
-        int rc = new == NULL ? -1 : new == value ? 0 : PyDict_SetItem(sn, s_textContent, new);
-        Py_XDECREF(new);
-        return rc;
     }
     Py_INCREF(value);
-    PyObject *new = PyObject_CallMethodObjArgs(w->walker, s_leaf_text, kind_objects[kind], parent, ctx, value, NULL);
+    PyObject *new = plain && w->ctx_mask_text && w->mask_here
+                        ? masked_text(value)  /* under a mask selector (or unknown ancestry): sink.text(..., True) */
+                        : PyObject_CallMethodObjArgs(w->walker, s_leaf_text, kind_objects[kind], parent, ctx, value, NULL);
     int rc = 0;
     if (new == NULL)
         rc = -1;
@@ -826,6 +816,14 @@ done:
     return rc;
 }
 
+static int configured(void) {
+    if (Node_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_native_walk.configure() was not called");
+        return 0;
+    }
+    return 1;
+}
+
 /* Walker._walk's loop over one serialized subtree, with the walk state already read. */
 static int walk_tree(Walk *w, Stack *stack, PyObject *root, PyObject *parent, PyObject *ctx) {
     int rc = push(stack, root, parent, ctx);
@@ -850,10 +848,8 @@ static PyObject *walk(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "walk(walker, root, parent, ctx)");
         return NULL;
     }
-    if (Node_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_native_walk.configure() was not called");
+    if (!configured())
         return NULL;
-    }
     if (!PyDict_Check(args[1]))
         Py_RETURN_NONE;
     Walk w = {0};
@@ -948,10 +944,8 @@ static PyObject *add_round(PyObject *module, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "add_round(walker, pending: list, kept: list)");
         return NULL;
     }
-    if (Node_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_native_walk.configure() was not called");
+    if (!configured())
         return NULL;
-    }
     PyObject *walker = args[0], *pending = args[1], *kept = args[2];
     Walk w = {0};
     Stack stack = {0};
@@ -1069,7 +1063,7 @@ static PyObject *set_token_prefixes(PyObject *module, PyObject *prefixes) {
         memcpy(prefix_text[i], PyUnicode_1BYTE_DATA(p), (size_t)prefix_len[i]);
         prefixes_by_first[(unsigned char)prefix_text[i][0]] |= 1ULL << i;
     }
-    Py_XSETREF(TOKEN_PREFIXES, Py_NewRef(prefixes));
+    prefixes_set = 1;
     Py_RETURN_NONE;
 }
 

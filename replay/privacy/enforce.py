@@ -106,7 +106,7 @@ class Enforcer:
         return self._pii(value)
 
     def url(self, node: Node | None, where: str, value: str) -> str:
-        return _memoized(self.rules.scrubbed_urls, value, lambda: scrub_url(self.rules, value))
+        return _memoized(self.rules.scrubbed_urls, value, self._scrub_url)
 
     def blocked(self, node: Node, serialized: dict[str, Any] | None) -> None:
         if serialized is None:
@@ -133,12 +133,14 @@ class Enforcer:
         return True
 
     def _pii(self, value: str) -> str:
-        return _memoized(self.rules.pii_masked, value, lambda: _pii_masked(value, self.detectors))
+        return _memoized(self.rules.pii_masked, value, self._pii_masked)
 
+    def _scrub_url(self, value: str) -> str:
+        return scrub_url(self.rules, value)
 
-def _pii_masked(value: str, detectors: frozenset[str]) -> str:
-    masked, findings = mask_pii(value, detectors)
-    return masked if findings else value
+    def _pii_masked(self, value: str) -> str:
+        masked, findings = mask_pii(value, self.detectors)
+        return masked if findings else value
 
 
 _UNCHANGED = object()
@@ -146,12 +148,12 @@ MEMO_ENTRIES = 4096  # per policy and kind of value
 MEMO_VALUE_CHARS = 2048  # longer values are rarely repeated: not kept
 
 
-def _memoized(memo: dict[str, object], value: str, compute: Callable[[], str]) -> str:
-    """``compute()``, remembered per value (a pure function of the value under one policy)."""
+def _memoized(memo: dict[str, object], value: str, compute: Callable[[str], str]) -> str:
+    """``compute(value)``, remembered per value (a pure function of the value under one policy)."""
     known = memo.get(value)
     if known is not None:
         return value if known is _UNCHANGED else known  # type: ignore[return-value]
-    new = compute()
+    new = compute(value)
     if len(value) <= MEMO_VALUE_CHARS:
         if len(memo) >= MEMO_ENTRIES:
             memo.clear()

@@ -10,22 +10,17 @@ from __future__ import annotations
 
 import copy
 import gc
-import json
 import tracemalloc
-from pathlib import Path
 
 import msgpack
 import orjson
 import pytest
 
-from harness import IN_CI
+from harness import IN_CI, load_fixture_events, require_native_walk
 from replay.errors import BadRequest
 from replay.ingest import body
 from replay.ingest.body import parse_json, parse_msgpack
-from replay.privacy import MaskingPolicy, SessionMirror, enforce_events, walk
-
-RECORDING = Path(__file__).resolve().parents[1] / "fixtures" / "rrweb-player-events.json"
-
+from replay.privacy import MaskingPolicy, SessionMirror, enforce_events
 
 @pytest.fixture(scope="module")
 def upload() -> dict:
@@ -33,7 +28,7 @@ def upload() -> dict:
         if IN_CI:
             pytest.fail("replay.ingest._decoded_tree is not built (it needs a C compiler and Python's headers)")
         pytest.skip("replay.ingest._decoded_tree is not built")
-    return {"session_id": "s", "window_id": "w", "batch_id": "b", "events": json.loads(RECORDING.read_text())}
+    return {"session_id": "s", "window_id": "w", "batch_id": "b", "events": load_fixture_events()}
 
 
 def containers(value):
@@ -100,8 +95,7 @@ def test_masking_keeps_a_decoded_upload_acyclic(upload) -> None:
 
 
 def test_mirror_nodes_made_by_the_c_loop_are_out_of_sight(upload) -> None:
-    if not walk.use_native_walk(True):
-        pytest.skip("the C loop is not built")  # its own tests fail in CI then
+    require_native_walk()
     mirror = SessionMirror()
     enforce_events(MaskingPolicy(), mirror, copy.deepcopy(upload["events"]))
     assert len(mirror.nodes) > 100

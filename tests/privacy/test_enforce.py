@@ -339,6 +339,7 @@ def test_remembered_masking_of_repeated_values_gives_what_a_first_look_gives() -
     first = [(sink.url(None, "href", v), sink.text(None, v, False)) for v in values]
     again = ["".join(list(v)) for v in values]  # equal strings, other objects
     assert all(a is not b for a, b in zip(again, values))
+    assert all(v in sink.rules.scrubbed_urls and v in sink.rules.pii_masked for v in values)  # remembered
     second = [(sink.url(None, "href", v), sink.text(None, v, False)) for v in again]
     assert second == first
     assert first[0][0] == "https://shop.test/cart?session=********&item=9"
@@ -355,6 +356,9 @@ def test_remembered_masking_stays_bounded() -> None:
     sink = enforce.Enforcer(rules)
     for i in range(enforce.MEMO_ENTRIES * 2 + 10):
         sink.url(None, "href", f"https://x.test/{i}?a=1")
-    sink.text(None, "y" * (enforce.MEMO_VALUE_CHARS + 1) + " jane@example.com", False)
+    long_text = "y" * (enforce.MEMO_VALUE_CHARS + 1) + " jane@example.com"
+    assert "jane@example.com" not in sink.text(None, long_text, False)
+    sink.text(None, "short jane@example.com", False)
     assert 0 < len(rules.scrubbed_urls) <= enforce.MEMO_ENTRIES
+    assert "short jane@example.com" in rules.pii_masked and long_text not in rules.pii_masked
     assert all(len(v) <= enforce.MEMO_VALUE_CHARS for v in rules.pii_masked)

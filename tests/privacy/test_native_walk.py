@@ -20,14 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import require_native_walk
+from harness import RECORDINGS, load_recording, require_native_walk
 from replay.privacy import MaskingPolicy, SessionMirror, audit_session, enforce_events
 from replay.privacy import detectors, walk
 from replay.privacy.enforce import mirror_attributes
 from replay.privacy.mirror import Node
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-RECORDINGS = [FIXTURES / "rrweb-player-events.json", *sorted((FIXTURES / "privacy").glob("*.json"))]
 
 POLICIES = {
     "default": MaskingPolicy(),
@@ -47,11 +46,6 @@ POLICIES = {
 def _native_loop_restored():
     yield
     walk.use_native_walk(True)
-
-
-def recording(path: Path) -> list[dict[str, Any]]:
-    data = json.loads(path.read_text())
-    return data["events"] if isinstance(data, dict) else data
 
 
 def mirror_state(mirror: SessionMirror) -> tuple[Any, ...]:
@@ -75,7 +69,7 @@ def enforce_with(native: bool, policy: MaskingPolicy, events: list[Any], batch: 
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
 def test_both_loops_mask_a_recording_alike(path: Path, policy: str) -> None:
     require_native_walk()
-    events = recording(path)
+    events = load_recording(path)
     native = enforce_with(True, POLICIES[policy], events)
     python = enforce_with(False, POLICIES[policy], events)
     assert native[0] == python[0]
@@ -86,7 +80,7 @@ def test_both_loops_mask_a_recording_alike(path: Path, policy: str) -> None:
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
 def test_both_loops_audit_a_recording_alike(path: Path) -> None:
     require_native_walk()
-    events = recording(path)
+    events = load_recording(path)
     reports = []
     for native in (True, False):
         walk.use_native_walk(native)
@@ -106,7 +100,7 @@ def test_the_shortcuts_are_taken_on_a_real_recording() -> None:
             return originals[name](self, *args)
         return call
 
-    events = recording(FIXTURES / "rrweb-player-events.json")
+    events = load_recording(FIXTURES / "rrweb-player-events.json")
     snapshot = next(e for e in events if e["type"] == 2)
     nodes = sum(1 for _ in iter_nodes(snapshot["data"]["node"]))
     try:
@@ -166,7 +160,7 @@ def test_both_loops_mask_adds_under_every_element_of_a_page_alike(policy: str) -
     """A mutation adding text and a titled element under each element of a real page: every
     parent's context worked out from the memo, the chain above it, or the page's root."""
     require_native_walk()
-    events = recording(FIXTURES / "rrweb-player-events.json")
+    events = load_recording(FIXTURES / "rrweb-player-events.json")
     snapshot = next(e for e in events if e["type"] == 2)
     elements = [n["id"] for n in iter_nodes(snapshot["data"]["node"]) if n.get("type") == 2]
     adds = []
@@ -287,7 +281,7 @@ def test_a_very_deep_tree_is_walked_without_recursion() -> None:
 def test_the_native_loop_keeps_no_references() -> None:
     """Every reference the C loop takes is given back: the tree's objects end as they started."""
     require_native_walk()
-    events = recording(FIXTURES / "rrweb-player-events.json")
+    events = load_recording(FIXTURES / "rrweb-player-events.json")
     start = next(i for i, e in enumerate(events) if e["type"] == 2)
     events = events[start:]  # the full snapshot and every mutation after it (add_round's loop too)
     enforce_events(MaskingPolicy(), SessionMirror(), events)  # masked once: later walks change nothing

@@ -13,7 +13,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import FIXTURES, load_fixture_events, start_test_server
+from harness import RECORDINGS, load_fixture_events, load_recording, start_test_server
 from replay import codec
 from replay.playback import _json_without_recursion, event_json
 
@@ -40,10 +40,9 @@ JSON_VALUES = st.recursive(
 
 
 def test_recorded_events_pack_to_the_bytes_msgpack_writes():
-    for path in [FIXTURES / "rrweb-player-events.json", *sorted((FIXTURES / "privacy").glob("*.json"))]:
-        events = json.loads(path.read_text())
-        if isinstance(events, dict):
-            events = events.get("events", [])
+    for path in RECORDINGS:
+        events = load_recording(path)
+        assert events, path.name
         assert codec.pack_items("window-1", events) == reference_items("window-1", events), path.name
 
 
