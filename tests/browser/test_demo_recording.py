@@ -53,6 +53,8 @@ def test_a_demo_visit_is_listed_replayed_masked_and_never_stored_in_clear(browse
         page.click("#log-error")
         page.click("#next-page")
         page.wait_for_selector("#page2-text")
+        # capture.js is at the end of <body>: it can still be loading when the page's text is there
+        page.wait_for_function("() => window.Replay !== undefined")
         assert page.evaluate("() => window.Replay.getSessionId()") == session_id
         page.evaluate("() => window.Replay.flush()")
 
