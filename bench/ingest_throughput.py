@@ -43,6 +43,7 @@ from benchlib import (REPO, Server, cut_batches, load_recordings, machine, perce
 
 DAY_MS = 24 * 3600 * 1000
 BEFORE_LAUNCHER = str(Path(__file__).resolve().parent / "serve_default_gc.py")
+STOPPING_LAUNCHER = str(Path(__file__).resolve().parent / "serve_stopping_early.py")
 
 
 # -- bodies ----------------------------------------------------------------------------------------
@@ -227,6 +228,9 @@ def main() -> None:
                    help="with --before-after: BEFORE is `replay serve` from this checkout (git worktree) instead of "
                         "default GC settings")
     p.add_argument("--repeat", type=int, default=3, help="paired floor+server runs; the median ratio counts")
+    p.add_argument("--stop-after", choices=("respond", "accept"),
+                   help="ceilings: the server answers 200 after reading the body (respond) or just before "
+                        "Service.accept (accept: decoded, parsed, checked); bench/serve_stopping_early.py")
     args = p.parse_args()
     recs = load_recordings()
     sessions = build_sessions(recs, args.variants)
@@ -250,7 +254,8 @@ def main() -> None:
                 r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"before{i}", launcher)
                 print(f"run {i + 1}/{args.repeat} BEFORE ({before_name}): " + report(r, args), flush=True)
                 before.append(r["ratio"])
-            r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"data{i}")
+            launcher = f"{STOPPING_LAUNCHER} {args.stop_after}" if args.stop_after else ""
+            r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"data{i}", launcher)
             print(f"run {i + 1}/{args.repeat}: " + report(r, args), flush=True)
             ratios.append(r["ratio"])
 
