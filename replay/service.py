@@ -51,6 +51,7 @@ class Service:
         self.share_secret = b""  # loaded by start(): signs share links and CSRF tokens
         self._flush_lock = asyncio.Lock()
         self._flush_wanted = asyncio.Event()
+        self._accepting: dict[tuple[str, str, str], asyncio.Event] = {}  # batches between check and spool
         self._flusher: asyncio.Task | None = None
         self._stopping = False
         self.compactor = Compactor(self.store, self.catalog, settings.node, grace=settings.compact_grace,
@@ -102,16 +103,35 @@ class Service:
 
     async def accept(self, project: Project, batches: list[Batch]) -> int:
         """Make ``batches`` durable; returns how many events were new. A 200 may follow at once."""
+        keys = list(dict.fromkeys((project.id, b.session_id, b.batch_id) for b in batches))
+        # A copy of a batch still on its way to the spool (a beacon sent on page hide while the
+        # fetch of that batch is in flight, a client retrying after its own timeout) waits for
+        # it: both would pass the duplicate check, land in one batch object and play twice.
+        # Nothing is claimed while waiting, so two requests cannot wait for each other.
+        while in_flight := [self._accepting[k] for k in keys if k in self._accepting]:
+            await in_flight[0].wait()
+        for key in keys:
+            self._accepting[key] = asyncio.Event()
+        try:
+            return await self._accept(project, batches)
+        finally:
+            for key in keys:
+                self._accepting.pop(key).set()
+
+    async def _accept(self, project: Project, batches: list[Batch]) -> int:
         records = []
+        kept: set[tuple[str, str]] = set()
         for batch in batches:
             if self.catalog.is_erased(project.id, batch.session_id):
                 # Erasure wins over a browser still recording that session: acknowledged, never kept.
                 self.metrics.inc("replay_erased_batches_dropped_total")
                 continue
-            if self.spool.has_batch(project.id, batch.session_id, batch.batch_id) or \
-                    await self.catalog.has_batch(project.id, batch.session_id, batch.batch_id):
+            key = (project.id, batch.session_id, batch.batch_id)
+            if (batch.session_id, batch.batch_id) in kept or self.spool.has_batch(*key) or \
+                    await self.catalog.has_batch(*key):
                 self.metrics.inc("replay_duplicate_batches_total")
                 continue
+            kept.add((batch.session_id, batch.batch_id))
             # The policy applies before anything reaches disk (DESIGN: invariants).
             await self.privacy.enforce(project, batch)
             try:

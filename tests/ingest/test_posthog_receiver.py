@@ -12,6 +12,7 @@ import base64
 import gzip
 import json
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -19,7 +20,7 @@ from urllib.parse import quote, unquote
 import pytest
 import requests
 
-from harness import fetch_events
+from harness import fetch_events, load_fixture_events
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPTURED = ROOT / "tests" / "fixtures" / "posthog"
@@ -242,6 +243,35 @@ def test_captured_uploads_store_every_recorded_event_once(server, project, label
     summary = requests.get(f"{server.url}/api/projects/{project.id}/sessions/{session_id}",
                            headers={"Authorization": f"Bearer {project.api_key}"}, timeout=10).json()
     assert summary["meta"]["user_agent"] == UA
+
+
+def test_requests_racing_with_the_same_batches_in_either_order_all_succeed_and_play_once(server, project):
+    # posthog-js puts several sessions' snapshots in one request. Requests holding the same
+    # batches in opposite orders, at once, must neither wait for each other forever nor store twice.
+    recording = load_fixture_events()
+    parts = {"s-a": recording[:40], "s-b": recording[40:90]}
+    snapshots = {sid: {"event": "$snapshot", "uuid": f"01a2-0000-7000-8000-00000000000{i}",
+                       "properties": {"$session_id": sid, "$window_id": "w-1", "token": project.token,
+                                      "$snapshot_data": events}}
+                 for i, (sid, events) in enumerate(parts.items())}
+    ab = json.dumps([snapshots["s-a"], snapshots["s-b"]]).encode()
+    ba = json.dumps([snapshots["s-b"], snapshots["s-a"]]).encode()
+    statuses: list[int] = []
+
+    def post(body: bytes) -> None:
+        statuses.append(requests.post(f"{server.url}/s/", data=body, headers={"Content-Type": "text/plain"},
+                                      timeout=20).status_code)
+
+    threads = [threading.Thread(target=post, args=(ab if i % 2 else ba,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 8
+    server.flush()
+    for sid, events in parts.items():  # s-b starts mid-document, so masking changes some of its text
+        assert [(e["type"], e["timestamp"]) for e in fetch_events(server.url, project, sid)] == \
+            sorted(((e["type"], e["timestamp"]) for e in events), key=lambda t: t[1])
 
 
 def test_uploads_are_masked_before_they_are_stored(server, project):

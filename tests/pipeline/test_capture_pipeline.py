@@ -140,6 +140,28 @@ def test_retried_batch_plays_once(server, project):
     assert fetch_events(server.url, project, "dup") == by_time(part)
 
 
+def test_copies_of_a_batch_posted_at_once_play_once(server, project):
+    # A beacon sent on page hide while the fetch of the same batch is still in flight: every copy
+    # passed the duplicate check before the first reached the spool, and all of them landed in one
+    # batch object (the reader drops copies only across objects): 5 of 8 played after the flush.
+    part = FIXTURE[:40]  # holds the full snapshot: masked on a worker thread, the widest window
+    statuses: list[int] = []
+
+    def post() -> None:
+        statuses.append(post_batch(server.url, project.token, "beacon", part, batch_id="same").status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 8
+    assert fetch_events(server.url, project, "beacon") == by_time(part)
+    server.flush()
+    assert fetch_events(server.url, project, "beacon") == by_time(part)
+    assert server.service.metrics.value("replay_duplicate_batches_total") == 7
+
+
 def test_unflushed_events_are_readable_from_the_spool(server, project):
     post_batch(server.url, project.token, "live", FIXTURE[:30], batch_id="a")
     server.flush()
