@@ -112,11 +112,18 @@ class Service:
             await in_flight[0].wait()
         for key in keys:
             self._accepting[key] = asyncio.Event()
-        try:
-            return await self._accept(project, batches)
-        finally:
-            for key in keys:
-                self._accepting.pop(key).set()
+        # The claim ends when the batches are on disk (or have failed), not when the request does:
+        # a client that times out closes its connection, aiohttp cancels the handler, and the
+        # retry it sends at once must find the write that was under way, not make a second one.
+        work = asyncio.ensure_future(self._accept(project, batches))
+        work.add_done_callback(lambda done: self._release(keys, done))
+        return await asyncio.shield(work)
+
+    def _release(self, keys: list[tuple[str, str, str]], work: asyncio.Future) -> None:
+        for key in keys:
+            self._accepting.pop(key).set()
+        if not work.cancelled():
+            work.exception()  # retrieved here too: a request that went away never awaits it
 
     async def _accept(self, project: Project, batches: list[Batch]) -> int:
         records = []

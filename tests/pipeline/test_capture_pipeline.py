@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import subprocess
 import sys
@@ -160,6 +162,30 @@ def test_copies_of_a_batch_posted_at_once_play_once(server, project):
     server.flush()
     assert fetch_events(server.url, project, "beacon") == by_time(part)
     assert server.service.metrics.value("replay_duplicate_batches_total") == 7
+
+
+def test_a_retry_after_the_client_gave_up_mid_write_plays_once(server, project):
+    # A client that times out closes the connection and aiohttp cancels the handler (the runner
+    # cancels handlers of closed connections), here while the batch's spool write is under way:
+    # that write goes on, and the retry sent at once must find the batch, not store it again.
+    from replay.ingest.batch import Batch
+
+    part = [e for e in FIXTURE[:60] if e["type"] != 2]  # no full snapshot: masked inline, then the write
+    stored = server.call(server.service.catalog.project_by_token(project.token))
+
+    def batch() -> Batch:
+        return Batch(project_id=stored.id, session_id="gave-up", window_id="w1", batch_id="b1",
+                     distinct_id=None, events=copy.deepcopy(part))
+
+    async def give_up_then_retry() -> int:
+        first = asyncio.ensure_future(server.service.accept(stored, [batch()]))
+        await asyncio.sleep(0)  # the first runs until it waits for its fsync
+        first.cancel()
+        return await server.service.accept(stored, [batch()])
+
+    assert server.call(give_up_then_retry()) == 0
+    server.flush()
+    assert len(fetch_events(server.url, project, "gave-up")) == len(part)
 
 
 def test_unflushed_events_are_readable_from_the_spool(server, project):
