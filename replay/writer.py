@@ -56,6 +56,22 @@ def _build(batches: list[SpooledBatch], node: str, created_ms: int) -> tuple[byt
     return payload, footer, deltas
 
 
+def _first_copies(batches: list[SpooledBatch]) -> list[SpooledBatch]:
+    """Each batch once: the reader drops copies only across objects, and a session's stats would count them.
+
+    Ingest no longer spools a batch twice, but a spool written before it held a batch from its
+    duplicate check until it was on disk may hold two copies accepted at once.
+    """
+    seen: set[tuple[str, str, str]] = set()
+    firsts = []
+    for b in batches:
+        key = (b.project_id, b.session_id, b.batch_id)
+        if key not in seen:
+            seen.add(key)
+            firsts.append(b)
+    return firsts
+
+
 class BatchObjectWriter:
     def __init__(self, store: BlobStore, catalog: SqliteCatalog, node: str):
         self.store = store
@@ -65,7 +81,7 @@ class BatchObjectWriter:
     async def write(self, segment: Segment) -> list[WrittenObject]:
         """Store and catalogue every batch of ``segment``; raises StoreError if the store fails."""
         by_retention: dict[int, list[SpooledBatch]] = {}
-        for b in segment.batches:
+        for b in _first_copies(segment.batches):
             by_retention.setdefault(b.retention_days, []).append(b)
         written = []
         for retention, batches in sorted(by_retention.items()):

@@ -81,6 +81,31 @@ def receivers(request, make_server, tmp_path):
     return make_server(node_id="a", **shared), make_server(node_id="b", **shared)
 
 
+def test_a_spool_holding_two_copies_of_a_batch_stores_it_once(make_server):
+    # Before ingest held a batch from its duplicate check until it was on disk, two copies accepted
+    # at once went into one spool segment. Such a spool (recovered after an upgrade) must store,
+    # count and play each batch once: the reader drops copies only across objects.
+    from replay import codec
+    from replay.catalog.summary import summarize
+    from replay.spool import SpooledBatch
+
+    server = make_server()
+    project = server.create_project()
+    first, second = FIXTURE[:60], FIXTURE[60:120]
+
+    def record(batch_id, events):
+        return SpooledBatch(project.id, "copied", "w1", batch_id, None, len(events), codec.pack_items("w1", events),
+                            summarize(events), {}, 30, int(time.time() * 1000))
+
+    server.call(server.service.spool.append([record("b1", first), record("b1", first), record("b2", second)]))
+    server.flush()
+    [key] = block_keys(server, project.id, "copied")
+    footer = server.call(read_footer(server.service.store, key, server.call(server.service.store.size(key))))
+    assert [block.batches for block in footer.blocks] == [[["b1", 60], ["b2", 60]]]
+    assert canonical(fetch_events(server.url, project, "copied")) == canonical(FIXTURE[:120])
+    assert summaries(server, project)["copied"]["event_count"] == 120
+
+
 def test_compaction_keeps_every_event_of_two_tabs_and_a_batch_stored_twice(receivers):
     a, b = receivers
     project = a.create_project()
