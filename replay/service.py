@@ -112,20 +112,39 @@ class Service:
             await in_flight[0].wait()
         for key in keys:
             self._accepting[key] = asyncio.Event()
-        # The claim ends when the batches are on disk (or have failed), not when the request does:
-        # a client that times out closes its connection, aiohttp cancels the handler, and the
-        # retry it sends at once must find the write that was under way, not make a second one.
-        work = asyncio.ensure_future(self._accept(project, batches))
-        work.add_done_callback(lambda done: self._release(keys, done))
-        return await asyncio.shield(work)
+        written = None
+        try:
+            records = await self._records(project, batches)
+            written = self.spool.submit(records)
+        finally:
+            # The claims end when the batches are on disk (or failed), not when the request does: a
+            # client that times out closes its connection, aiohttp cancels the handler, and the
+            # retry it sends at once must find the write under way, not make a second one.
+            if written is None:
+                self._release(keys, None)
+            else:
+                written.add_done_callback(lambda done: self._release(keys, done))
+        # Shielded: cancelling the request must not cancel the spool's future (the write goes on).
+        await asyncio.shield(written)
+        events = sum(r.count for r in records)
+        self.metrics.inc("replay_events_ingested_total", events)
+        self.metrics.inc("replay_bytes_ingested_total", sum(len(r.items) for r in records))
+        # Counted on the active segment only: what a flush in progress (or a failing store) still
+        # holds must not ask for another flush at once. A flush costs per session it touches, so
+        # a second one sealing the second's worth of uploads that came in meanwhile cost nearly
+        # as much as the first (bench/concurrency.py: two flushes every ~5 s at 1,000 sessions).
+        if self.spool.unsealed_bytes >= self.settings.flush_bytes:
+            self._flush_wanted.set()
+        return events
 
-    def _release(self, keys: list[tuple[str, str, str]], work: asyncio.Future) -> None:
+    def _release(self, keys: list[tuple[str, str, str]], written: asyncio.Future | None) -> None:
         for key in keys:
             self._accepting.pop(key).set()
-        if not work.cancelled():
-            work.exception()  # retrieved here too: a request that went away never awaits it
+        if written is not None and not written.cancelled():
+            written.exception()  # retrieved here too: a request that went away never awaits it
 
-    async def _accept(self, project: Project, batches: list[Batch]) -> int:
+    async def _records(self, project: Project, batches: list[Batch]) -> list[SpooledBatch]:
+        """Spool records of the batches not stored yet, masked and packed."""
         records = []
         kept: set[tuple[str, str]] = set()
         for batch in batches:
@@ -150,17 +169,7 @@ class Service:
                 project.id, batch.session_id, batch.window_id, batch.batch_id, batch.distinct_id,
                 len(batch.events), items, summarize(batch.events),
                 batch.meta, project.retention_days, int(time.time() * 1000)))
-        await self.spool.append(records)
-        events = sum(r.count for r in records)
-        self.metrics.inc("replay_events_ingested_total", events)
-        self.metrics.inc("replay_bytes_ingested_total", sum(len(r.items) for r in records))
-        # Counted on the active segment only: what a flush in progress (or a failing store) still
-        # holds must not ask for another flush at once. A flush costs per session it touches, so
-        # a second one sealing the second's worth of uploads that came in meanwhile cost nearly
-        # as much as the first (bench/concurrency.py: two flushes every ~5 s at 1,000 sessions).
-        if self.spool.unsealed_bytes >= self.settings.flush_bytes:
-            self._flush_wanted.set()
-        return events
+        return records
 
     # -- flush -----------------------------------------------------------------------------------
 

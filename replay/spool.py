@@ -157,16 +157,24 @@ class Spool:
 
     async def append(self, batches: list[SpooledBatch]) -> None:
         """Return once every batch is fsynced to the log; raise Unavailable if it cannot be kept."""
+        await self.submit(batches)
+
+    def submit(self, batches: list[SpooledBatch]) -> asyncio.Future:
+        """Queue ``batches`` for the log; the future is done once they are fsynced (or failed).
+
+        The write goes on if whoever submitted stops waiting; raises Unavailable if the spool is full.
+        """
+        fut = asyncio.get_running_loop().create_future()
         if not batches:
-            return
+            fut.set_result(None)
+            return fut
         record = b"".join(b.to_record() for b in batches)
         if self.disk_bytes + len(record) > self.max_bytes:
             raise Unavailable("the spool is full; retry later", code="spool_full")
-        fut = asyncio.get_running_loop().create_future()
         self._pending.append((record, batches, fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_pending())
-        await fut
+        return fut
 
     async def _write_pending(self) -> None:
         while self._pending:
