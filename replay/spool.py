@@ -47,6 +47,11 @@ class SpooledBatch:
     retention_days: int
     received_ms: int
 
+    @property
+    def size_bytes(self) -> int:
+        """Packed event bytes (what a session's summary counts as its size)."""
+        return len(self.items)
+
     def to_record(self) -> bytes:
         body = msgpack.packb({
             "p": self.project_id, "s": self.session_id, "w": self.window_id, "b": self.batch_id,

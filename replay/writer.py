@@ -48,11 +48,12 @@ def _build(batches: list[SpooledBatch], node: str, created_ms: int) -> tuple[byt
         data = codec.compress_block([b.items for b in group], count)
         entry = codec.BlockEntry(project_id, session_id, 0, 0, count, stats.first_ts or 0, stats.last_ts or 0,
                                  [[b.batch_id, b.count] for b in group], windows, distinct, meta)
-        blocks.append((entry, data, stats, sum(len(b.items) for b in group)))
+        blocks.append((entry, data, stats, group))
     payload, footer = codec.assemble_object([(e, d) for e, d, _, _ in blocks], kind="batch", node=node,
                                             created_ms=created_ms)
-    deltas = [SessionDelta(e.project_id, e.session_id, stats, e.distinct_id, e.window_ids, e.meta, raw, e.length)
-              for e, _d, stats, raw in blocks]
+    deltas = [SessionDelta(e.project_id, e.session_id, stats, e.distinct_id, e.window_ids, e.meta,
+                           sum(b.size_bytes for b in parts), e.length, parts)
+              for e, _d, stats, parts in blocks]
     return payload, footer, deltas
 
 

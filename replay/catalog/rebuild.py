@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from replay import codec
-from replay.catalog.sqlite import SessionDelta, SqliteCatalog
+from replay.catalog.sqlite import BatchDelta, SessionDelta, SqliteCatalog
 from replay.catalog.summary import summarize
 from replay.storage import BlobStore
 
@@ -37,7 +37,18 @@ async def _deltas(store: BlobStore, key: str, footer: codec.Footer, keep: list[c
         stats = summarize(event for _w, event in items)
         raw = codec.raw_size(data, len(items))
         deltas.append(SessionDelta(entry.project_id, entry.session_id, stats, entry.distinct_id,
-                                   entry.window_ids, entry.meta, raw, entry.length))
+                                   entry.window_ids, entry.meta, raw, entry.length, _batch_deltas(entry, items, raw)))
+    return deltas
+
+
+def _batch_deltas(entry: codec.BlockEntry, items: list, raw: int) -> list[BatchDelta]:
+    # A batch's share of the block's packed bytes by its share of events: the footer keeps counts only.
+    deltas, pos = [], 0
+    for batch_id, count in entry.batches:
+        part = items[pos:pos + count]
+        pos += count
+        deltas.append(BatchDelta(str(batch_id), summarize(event for _w, event in part),
+                                 raw * count // max(1, len(items))))
     return deltas
 
 

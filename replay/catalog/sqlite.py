@@ -9,9 +9,9 @@ import secrets
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 from urllib.parse import unquote, urlparse
 
 import orjson
@@ -77,8 +77,30 @@ def hash_secret(secret: str) -> str:
 
 
 @dataclass
+class BatchDelta:
+    """One batch of a block: what it adds to its session's summary, unless the session holds it already."""
+
+    batch_id: str
+    stats: EventStats
+    size_bytes: int
+
+
+class BatchPart(Protocol):
+    """What a delta needs of a batch: a ``BatchDelta``, or a flush's ``SpooledBatch`` as it is."""
+
+    @property
+    def batch_id(self) -> str: ...
+
+    @property
+    def stats(self) -> EventStats: ...
+
+    @property
+    def size_bytes(self) -> int: ...
+
+
+@dataclass
 class SessionDelta:
-    """What one stored block adds to a session's summary."""
+    """What one stored block adds to a session's summary (``stats`` and ``size_bytes`` of all ``batches``)."""
 
     project_id: str
     session_id: str
@@ -88,6 +110,13 @@ class SessionDelta:
     meta: dict[str, Any]
     size_bytes: int
     stored_bytes: int
+    batches: Sequence[BatchPart] = ()
+
+    def without(self, known: set[str]) -> "SessionDelta":
+        """This block's additions less the batches in ``known`` (already stored, by another receiver)."""
+        new = [b for b in self.batches if b.batch_id not in known]
+        return replace(self, stats=EventStats.combine(b.stats for b in new), size_bytes=sum(b.size_bytes for b in new),
+                       batches=new)
 
 
 @dataclass
@@ -102,6 +131,12 @@ class SessionQuery:
     descending: bool = True
     limit: int = 50
     offset: int = 0
+
+
+def _known_batches(db: sqlite3.Connection, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """Those of ``(project_id, session_id, batch_id)`` the catalog holds (a primary-key lookup each)."""
+    return {k for k in keys if db.execute(
+        "SELECT 1 FROM batches WHERE project_id=? AND session_id=? AND batch_id=?", k).fetchone()}
 
 
 class SqliteCatalog:
@@ -282,9 +317,18 @@ class SqliteCatalog:
                 "INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?)",
                 [(b.project_id, b.session_id, key, b.offset, b.length, b.first_ts, b.last_ts, b.event_count,
                   orjson.dumps(b.batches).decode()) for b in footer.blocks])
-            db.executemany(
-                "INSERT OR IGNORE INTO batches VALUES (?,?,?)",
-                [(b.project_id, b.session_id, str(bid)) for b in footer.blocks for bid, _n in b.batches])
+            ids = list(dict.fromkeys((b.project_id, b.session_id, str(bid)) for b in footer.blocks
+                                     for bid, _n in b.batches))
+            db.execute("SAVEPOINT batch_ids")
+            if db.executemany("INSERT OR IGNORE INTO batches VALUES (?,?,?)", ids).rowcount < len(ids):
+                # Some batch is stored already (a copy another receiver kept): it plays once, as the
+                # reader drops the copy, and must count once. Rare, so only then are ids looked up.
+                db.execute("ROLLBACK TO batch_ids")
+                known = _known_batches(db, ids)
+                db.executemany("INSERT OR IGNORE INTO batches VALUES (?,?,?)", ids)
+                deltas[:] = [d.without({bid for p, s, bid in known if (p, s) == (d.project_id, d.session_id)})
+                             if d.batches else d for d in deltas]
+            db.execute("RELEASE batch_ids")
             for delta in deltas:
                 self._merge_session(db, delta)
             return True

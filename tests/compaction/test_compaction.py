@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from harness import ROOT, fetch_events, load_fixture_events, post_batch
-from replay.catalog.rebuild import read_footer
+from replay.catalog.rebuild import read_footer, rebuild_index
 from replay.compaction import is_session_object
 from replay.playback import session_items
 
@@ -128,6 +128,14 @@ def test_compaction_keeps_every_event_of_two_tabs_and_a_batch_stored_twice(recei
     assert len(block_keys(a, project.id, "s")) == 5
     before = {sid: fetch_events(a.url, project, sid) for sid in ("s", "t")}
     assert canonical(before["s"]) == canonical(FIXTURE)
+    summary_before = summaries(a, project)
+    # b11 is stored twice (two objects) but counts once: its events, and the click among them.
+    assert summary_before["s"]["event_count"] == len(FIXTURE)
+    assert summary_before["s"]["clicks"] == sum(1 for e in FIXTURE if e["type"] == 3 and e["data"].get("source") == 2
+                                                and e["data"].get("type") == 2)
+    # A reindex from the footers alone counts it once too.
+    a.call(rebuild_index(a.service.store, a.service.catalog))
+    assert summaries(a, project)["s"]["event_count"] == len(FIXTURE)
     summary_before = summaries(a, project)
 
     report = a.call(a.service.compact(0))
