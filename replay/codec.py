@@ -122,6 +122,21 @@ def decompress_block(data: bytes) -> list[list[Any]]:
     return items
 
 
+def sized_items(data: bytes) -> tuple[list[list[Any]], list[int]]:
+    """A block's ``[window_id, event]`` items and each one's packed size (what ingest counted for it)."""
+    count, unpacker = stream_block(data)
+    items, sizes = [], []
+    pos = unpacker.tell()
+    try:
+        for _ in range(count):
+            items.append(unpacker.unpack())
+            sizes.append(unpacker.tell() - pos)
+            pos += sizes[-1]
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise CorruptObject(f"block does not decode: {exc}") from exc
+    return items, sizes
+
+
 def stream_block(data: bytes) -> tuple[int, msgpack.Unpacker]:
     """A block's item count and an unpacker positioned at its first item: items decode one by one.
 
@@ -135,11 +150,6 @@ def stream_block(data: bytes) -> tuple[int, msgpack.Unpacker]:
         return unpacker.read_array_header(), unpacker
     except (zstandard.ZstdError, ValueError, msgpack.UnpackException) as exc:
         raise CorruptObject(f"block does not decode: {exc}") from exc
-
-
-def raw_size(block: bytes, count: int) -> int:
-    """Packed event bytes in a block (what ingest counted), from the frame header alone."""
-    return zstandard.frame_content_size(block) - len(array_header(count))
 
 
 def assemble_object(blocks: list[tuple[BlockEntry, bytes]], *, kind: str, node: str, created_ms: int,

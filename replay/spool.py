@@ -160,10 +160,6 @@ class Spool:
 
     # -- appending -------------------------------------------------------------------------------
 
-    async def append(self, batches: list[SpooledBatch]) -> None:
-        """Return once every batch is fsynced to the log; raise Unavailable if it cannot be kept."""
-        await self.submit(batches)
-
     def submit(self, batches: list[SpooledBatch]) -> asyncio.Future:
         """Queue ``batches`` for the log; the future is done once they are fsynced (or failed).
 

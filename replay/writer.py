@@ -51,9 +51,8 @@ def _build(batches: list[SpooledBatch], node: str, created_ms: int) -> tuple[byt
         blocks.append((entry, data, stats, group))
     payload, footer = codec.assemble_object([(e, d) for e, d, _, _ in blocks], kind="batch", node=node,
                                             created_ms=created_ms)
-    deltas = [SessionDelta(e.project_id, e.session_id, stats, e.distinct_id, e.window_ids, e.meta,
-                           sum(b.size_bytes for b in parts), e.length, parts)
-              for e, _d, stats, parts in blocks]
+    deltas = [SessionDelta(e.project_id, e.session_id, stats, e.distinct_id, e.window_ids, e.meta, e.length, group)
+              for e, _d, stats, group in blocks]
     return payload, footer, deltas
 
 

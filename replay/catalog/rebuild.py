@@ -8,7 +8,7 @@ from typing import Callable
 
 from replay import codec
 from replay.catalog.sqlite import BatchDelta, SessionDelta, SqliteCatalog
-from replay.catalog.summary import summarize
+from replay.catalog.summary import EventStats, summarize
 from replay.storage import BlobStore
 
 
@@ -33,22 +33,20 @@ async def _deltas(store: BlobStore, key: str, footer: codec.Footer, keep: list[c
     deltas = []
     for entry in keep:
         data = await store.get(key, entry.offset, entry.offset + entry.length)
-        items = await asyncio.to_thread(codec.decompress_block, data)
-        stats = summarize(event for _w, event in items)
-        raw = codec.raw_size(data, len(items))
-        deltas.append(SessionDelta(entry.project_id, entry.session_id, stats, entry.distinct_id,
-                                   entry.window_ids, entry.meta, raw, entry.length, _batch_deltas(entry, items, raw)))
+        items, sizes = await asyncio.to_thread(codec.sized_items, data)
+        batches = _batch_deltas(entry, items, sizes)
+        # Combined per batch, as a flush combines them (not one summary of the whole block).
+        deltas.append(SessionDelta(entry.project_id, entry.session_id, EventStats.combine(b.stats for b in batches),
+                                   entry.distinct_id, entry.window_ids, entry.meta, entry.length, batches))
     return deltas
 
 
-def _batch_deltas(entry: codec.BlockEntry, items: list, raw: int) -> list[BatchDelta]:
-    # A batch's share of the block's packed bytes by its share of events: the footer keeps counts only.
+def _batch_deltas(entry: codec.BlockEntry, items: list, sizes: list[int]) -> list[BatchDelta]:
     deltas, pos = [], 0
     for batch_id, count in entry.batches:
-        part = items[pos:pos + count]
+        deltas.append(BatchDelta(str(batch_id), summarize(event for _w, event in items[pos:pos + count]),
+                                 sum(sizes[pos:pos + count])))
         pos += count
-        deltas.append(BatchDelta(str(batch_id), summarize(event for _w, event in part),
-                                 raw * count // max(1, len(items))))
     return deltas
 
 

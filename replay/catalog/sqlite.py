@@ -100,7 +100,7 @@ class BatchPart(Protocol):
 
 @dataclass
 class SessionDelta:
-    """What one stored block adds to a session's summary (``stats`` and ``size_bytes`` of all ``batches``)."""
+    """What one stored block adds to a session's summary: its ``batches`` (``stats`` is theirs combined)."""
 
     project_id: str
     session_id: str
@@ -108,15 +108,17 @@ class SessionDelta:
     distinct_id: str | None
     window_ids: list[str]
     meta: dict[str, Any]
-    size_bytes: int
     stored_bytes: int
-    batches: Sequence[BatchPart] = ()
+    batches: Sequence[BatchPart]
 
-    def without(self, known: set[str]) -> "SessionDelta":
+    @property
+    def size_bytes(self) -> int:
+        return sum(b.size_bytes for b in self.batches)
+
+    def without(self, known: set[tuple[str, str, str]]) -> "SessionDelta":
         """This block's additions less the batches in ``known`` (already stored, by another receiver)."""
-        new = [b for b in self.batches if b.batch_id not in known]
-        return replace(self, stats=EventStats.combine(b.stats for b in new), size_bytes=sum(b.size_bytes for b in new),
-                       batches=new)
+        new = [b for b in self.batches if (self.project_id, self.session_id, b.batch_id) not in known]
+        return replace(self, stats=EventStats.combine(b.stats for b in new), batches=new)
 
 
 @dataclass
@@ -326,8 +328,7 @@ class SqliteCatalog:
                 db.execute("ROLLBACK TO batch_ids")
                 known = _known_batches(db, ids)
                 db.executemany("INSERT OR IGNORE INTO batches VALUES (?,?,?)", ids)
-                deltas[:] = [d.without({bid for p, s, bid in known if (p, s) == (d.project_id, d.session_id)})
-                             if d.batches else d for d in deltas]
+                deltas[:] = [d.without(known) for d in deltas]
             db.execute("RELEASE batch_ids")
             for delta in deltas:
                 self._merge_session(db, delta)

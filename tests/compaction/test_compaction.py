@@ -97,7 +97,10 @@ def test_a_spool_holding_two_copies_of_a_batch_stores_it_once(make_server):
         return SpooledBatch(project.id, "copied", "w1", batch_id, None, len(events), codec.pack_items("w1", events),
                             summarize(events), {}, 30, int(time.time() * 1000))
 
-    server.call(server.service.spool.append([record("b1", first), record("b1", first), record("b2", second)]))
+    async def spool(records):
+        await server.service.spool.submit(records)
+
+    server.call(spool([record("b1", first), record("b1", first), record("b2", second)]))
     server.flush()
     [key] = block_keys(server, project.id, "copied")
     footer = server.call(read_footer(server.service.store, key, server.call(server.service.store.size(key))))
@@ -133,10 +136,9 @@ def test_compaction_keeps_every_event_of_two_tabs_and_a_batch_stored_twice(recei
     assert summary_before["s"]["event_count"] == len(FIXTURE)
     assert summary_before["s"]["clicks"] == sum(1 for e in FIXTURE if e["type"] == 3 and e["data"].get("source") == 2
                                                 and e["data"].get("type") == 2)
-    # A reindex from the footers alone counts it once too.
+    # A reindex from the footers alone gives the same summaries: the copy counts once there too.
     a.call(rebuild_index(a.service.store, a.service.catalog))
-    assert summaries(a, project)["s"]["event_count"] == len(FIXTURE)
-    summary_before = summaries(a, project)
+    assert summaries(a, project) == summary_before
 
     report = a.call(a.service.compact(0))
     assert compacted(report) == ["s", "t"]
