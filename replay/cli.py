@@ -59,7 +59,7 @@ def _tune_gc() -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from replay.ingest import body
+    from replay.ingest import body, unmasked
     from replay.privacy import walk
     from replay.web.app import start_server
 
@@ -76,7 +76,8 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"  API key (shown once, keep it): {api_key}", flush=True)
     print(f"  demo: {url}/demo   sessions: {url}/", flush=True)
     missing = [part for part, built in (("the masking walk", walk.native_walk is not None),
-                                        ("the decoded-upload helper", body.UNTRACKS_DECODED)) if not built]
+                                        ("the decoded-upload helper", body.UNTRACKS_DECODED),
+                                        ("the JSON-to-msgpack packer", unmasked.BUILT)) if not built]
     if missing:
         print(f"  {' and '.join(missing)} run in Python, slower: the C parts were not built at install "
               "(they need a C compiler and Python's headers; see README, Performance)", flush=True)

@@ -34,15 +34,26 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 def require_native_walk() -> None:
     """The masking walk's C loop must be built in CI (the install builds it); elsewhere tests of it skip."""
-    import pytest
-
     from replay.privacy import walk
 
-    if walk.use_native_walk(True):
+    _require_built("replay.privacy._native_walk", walk.use_native_walk(True))
+
+
+def require_json_packer() -> None:
+    """The JSON-to-msgpack packer must be built in CI; elsewhere tests of it skip."""
+    from replay.ingest import unmasked
+
+    _require_built("replay.ingest._json_to_msgpack", unmasked.BUILT)
+
+
+def _require_built(module: str, built: bool) -> None:
+    import pytest
+
+    if built:
         return
     if IN_CI:
-        pytest.fail("replay.privacy._native_walk is not built (it needs a C compiler and Python's headers)")
-    pytest.skip("replay.privacy._native_walk is not built")
+        pytest.fail(f"{module} is not built (it needs a C compiler and Python's headers)")
+    pytest.skip(f"{module} is not built")
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,6 +230,14 @@ def fetch_events(url: str, project: TestProject, session_id: str) -> list[dict]:
                      headers={"Authorization": f"Bearer {project.api_key}"}, timeout=60)
     r.raise_for_status()
     return r.json()
+
+
+def metric(server: ThreadedReplay, name: str) -> float:
+    """A counter's value from the server's /metrics (the first series of it), 0 when absent."""
+    for line in requests.get(f"{server.url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def stored_events_text(store_root: Path) -> str:

@@ -5,6 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from replay.catalog.summary import EventStats
+
+
+@dataclass(frozen=True)
+class PackedEvents:
+    """A batch's events as stored (``codec.pack_items``'s items) and their summary, never decoded."""
+
+    items: bytes
+    count: int
+    stats: EventStats
+
 
 @dataclass
 class Batch:
@@ -22,3 +33,5 @@ class Batch:
     events: list[dict[str, Any]]
     distinct_id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Set instead of ``events`` for a project that does not mask on the server (ingest/unmasked.py).
+    packed: PackedEvents | None = None

@@ -18,7 +18,9 @@ from aiohttp import web
 from replay.errors import BadRequest, Unauthorized, UnsupportedMediaType
 from replay.ingest.batch import Batch
 from replay.ingest.body import decode_content, parse_json, parse_msgpack
+from replay.ingest.unmasked import NativeEnvelope, pack_events, read_envelope
 from replay.ingest.upload import read_upload
+from replay.ingest.value_budget import check_json_value_budget
 from replay.ingest.validate import check_batch_id, check_distinct_id, check_events, check_id
 from replay.web.cors import CorsMode, allow_cors
 from replay.web.keys import SERVICE
@@ -49,11 +51,15 @@ async def post_recordings(request: web.Request) -> web.Response:
     if ctype in MSGPACK_TYPES:
         payload: Any = parse_msgpack(body, limits.max_decoded_bytes)
     elif ctype in JSON_TYPES:
-        payload = parse_json(body)
+        envelope = None
+        if await service.some_project_unmasked():
+            check_json_value_budget(body)  # what parse_json holds every JSON body to
+            envelope = read_envelope(body)
+        payload = envelope or parse_json(body)
     else:
         raise UnsupportedMediaType(f"Content-Type {ctype!r}: send application/json or application/msgpack",
                                    code="unsupported_content_type")
-    if not isinstance(payload, dict):
+    if not isinstance(payload, (dict, NativeEnvelope)):
         raise BadRequest("the body must be an object with token, session_id, window_id, batch_id and events",
                          code="invalid_body")
     token = payload.get("token") or request.query.get("token")
@@ -63,14 +69,24 @@ async def post_recordings(request: web.Request) -> web.Response:
     if project is None:
         raise Unauthorized("unknown ingest token", code="invalid_token")
     service.rate_limiter.check(token)
+    session_id = check_id(payload.get("session_id"), "session_id", limits)
+    window_id = check_id(payload.get("window_id"), "window_id", limits)
     batch = Batch(
         project_id=project.id,
-        session_id=check_id(payload.get("session_id"), "session_id", limits),
-        window_id=check_id(payload.get("window_id"), "window_id", limits),
+        session_id=session_id,
+        window_id=window_id,
         batch_id=check_batch_id(payload.get("batch_id")),
         distinct_id=check_distinct_id(payload.get("distinct_id"), limits),
-        events=check_events(payload.get("events"), limits),
+        events=[],
     )
+    events = payload.get("events")
+    if isinstance(payload, NativeEnvelope):  # read without its events: see some_project_unmasked
+        if not service.privacy.policy(project).enforce:
+            batch.packed = pack_events(events, window_id, limits)
+        if batch.packed is None:
+            events = parse_json(bytes(events))
+    if batch.packed is None:
+        batch.events = check_events(events, limits)
     accepted = await service.accept(project, [batch])
     # orjson: the stdlib encoder is a visible share of a small upload's CPU.
     return web.Response(body=orjson.dumps({"status": "ok", "accepted_events": accepted}),

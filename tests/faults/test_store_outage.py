@@ -12,7 +12,7 @@ import boto3
 import pytest
 import requests
 
-from harness import load_fixture_events, post_batch
+from harness import load_fixture_events, metric, post_batch
 from load import LoadGenerator, key
 from tcp_proxy import TcpProxy
 
@@ -42,13 +42,6 @@ def read_all(server, project, sessions):
         assert r.status_code == 200, r.text
         out[sid] = r.json()
     return out
-
-
-def metric(server, name):
-    for line in requests.get(f"{server.url}/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_sixty_second_store_outage_under_load_loses_no_acknowledged_event(make_server, proxied_s3):

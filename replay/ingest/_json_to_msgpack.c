@@ -1,0 +1,622 @@
+/* JSON text straight to msgpack, without building Python objects.
+ *
+ * transcode(data) returns the very bytes msgspec.msgpack.encode(orjson.loads(data)) would, or
+ * None when it cannot promise that: invalid JSON, a duplicate key (orjson keeps the last value at
+ * the first key's place), an escaped lone surrogate (our JSON parser turns it into U+FFFD), an
+ * integer outside 64 bits (orjson makes it a float), a number that overflows a double, nesting
+ * deeper than max_depth, an object of more than MAX_KEYS keys. The caller then takes the ordinary
+ * path, which gives the error or the value; so this never has to agree with orjson on a message,
+ * only on the bytes of what both accept.
+ *
+ * Ingest of a project that does not mask on the server needs nothing from an upload but a few
+ * fields of each event and the packed bytes: decoding 60 MB of JSON into Python objects, packing
+ * them and freeing them cost ~3x what this does.
+ *
+ * Containers are written with a 5-byte placeholder header and their count recorded; one final
+ * copy writes each with the smallest header, as msgspec does. Untrusted input: every read is
+ * bounds-checked against `end`, recursion is bounded by max_depth.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_KEYS 64
+#define PLACEHOLDER 5
+
+typedef struct {
+    size_t pos;     /* offset of the placeholder in out */
+    uint32_t count; /* items (arrays) or pairs (maps) */
+    uint8_t map;
+} Container;
+
+typedef struct {
+    const unsigned char *p, *end;
+    unsigned char *out;
+    size_t len, cap;
+    Container *boxes;
+    size_t nboxes, capboxes;
+    int max_depth;
+    int oom;
+} T;
+
+static int reserve(T *t, size_t n) {
+    if (t->len + n <= t->cap)
+        return 0;
+    size_t want = t->cap ? t->cap : 4096;
+    while (want < t->len + n) {
+        if (want > ((size_t)-1) / 2) {
+            t->oom = 1;
+            return -1;
+        }
+        want *= 2;
+    }
+    unsigned char *grown = PyMem_Realloc(t->out, want);
+    if (grown == NULL) {
+        t->oom = 1;
+        return -1;
+    }
+    t->out = grown;
+    t->cap = want;
+    return 0;
+}
+
+static inline void put_be(unsigned char *at, uint64_t v, int bytes) {
+    for (int i = bytes - 1; i >= 0; i--) {
+        at[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+static inline void skip_ws(T *t) {
+    while (t->p < t->end && (*t->p == ' ' || *t->p == '\n' || *t->p == '\r' || *t->p == '\t'))
+        t->p++;
+}
+
+static inline int str_header_size(size_t n) { return n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5; }
+
+static void write_str_header(unsigned char *at, size_t n) {
+    if (n < 32) {
+        at[0] = (unsigned char)(0xa0 | n);
+    } else if (n < 256) {
+        at[0] = 0xd9;
+        at[1] = (unsigned char)n;
+    } else if (n < 65536) {
+        at[0] = 0xda;
+        put_be(at + 1, n, 2);
+    } else {
+        at[0] = 0xdb;
+        put_be(at + 1, n, 4);
+    }
+}
+
+static int hexval(unsigned char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int read_hex4(T *t, uint32_t *cp) {
+    if (t->end - t->p < 4)
+        return -1;
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(t->p[i]);
+        if (h < 0)
+            return -1;
+        v = (v << 4) | (uint32_t)h;
+    }
+    t->p += 4;
+    *cp = v;
+    return 0;
+}
+
+/* Length of a valid UTF-8 sequence starting at s (first byte >= 0x80), or 0 if invalid (overlong
+ * forms, surrogates and code points over U+10FFFF are invalid, as orjson holds). */
+static size_t utf8_sequence(const unsigned char *s, const unsigned char *end) {
+    unsigned char c = s[0];
+    size_t avail = (size_t)(end - s);
+    if (c >= 0xc2 && c <= 0xdf)
+        return avail >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        if (avail < 3 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
+            return 0;
+        if (c == 0xe0 && s[1] < 0xa0)
+            return 0; /* overlong */
+        if (c == 0xed && s[1] >= 0xa0)
+            return 0; /* a surrogate */
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (avail < 4 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
+            return 0;
+        if (c == 0xf0 && s[1] < 0x90)
+            return 0; /* overlong */
+        if (c == 0xf4 && s[1] >= 0x90)
+            return 0; /* over U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+/* A string: t->p is just past the opening quote. Writes a msgpack str. */
+static int string(T *t) {
+    const unsigned char *start = t->p, *s = t->p;
+    /* The common case: no escapes. Find the closing quote, validating as we go. */
+    while (s < t->end) {
+        unsigned char c = *s;
+        if (c == '"' || c == '\\')
+            break;
+        if (c < 0x20)
+            return -1;
+        if (c < 0x80) {
+            s++;
+            continue;
+        }
+        size_t n = utf8_sequence(s, t->end);
+        if (n == 0)
+            return -1;
+        s += n;
+    }
+    if (s >= t->end)
+        return -1;
+    size_t plain = (size_t)(s - start);
+    if (*s == '"') {
+        int h = str_header_size(plain);
+        if (reserve(t, (size_t)h + plain) < 0)
+            return -1;
+        write_str_header(t->out + t->len, plain);
+        memcpy(t->out + t->len + h, start, plain);
+        t->len += (size_t)h + plain;
+        t->p = s + 1;
+        return 0;
+    }
+    /* Escapes: decode after a header sized for the raw span (decoding only shrinks), then move the
+     * bytes down if the decoded length needs a smaller header. */
+    const unsigned char *q = s;
+    while (q < t->end && *q != '"') {
+        if (*q == '\\')
+            q++;
+        q++;
+    }
+    if (q >= t->end)
+        return -1;
+    size_t span = (size_t)(q - start);
+    int guess = str_header_size(span);
+    if (reserve(t, (size_t)guess + span) < 0)
+        return -1;
+    unsigned char *body = t->out + t->len + guess;
+    memcpy(body, start, plain);
+    size_t n = plain;
+    t->p = s;
+    while (1) {
+        if (t->p >= t->end)
+            return -1;
+        unsigned char c = *t->p;
+        if (c == '"')
+            break;
+        if (c == '\\') {
+            if (t->end - t->p < 2)
+                return -1;
+            unsigned char e = t->p[1];
+            t->p += 2;
+            switch (e) {
+            case '"': body[n++] = '"'; break;
+            case '\\': body[n++] = '\\'; break;
+            case '/': body[n++] = '/'; break;
+            case 'b': body[n++] = '\b'; break;
+            case 'f': body[n++] = '\f'; break;
+            case 'n': body[n++] = '\n'; break;
+            case 'r': body[n++] = '\r'; break;
+            case 't': body[n++] = '\t'; break;
+            case 'u': {
+                uint32_t cp;
+                if (read_hex4(t, &cp) < 0)
+                    return -1;
+                if (cp >= 0xdc00 && cp <= 0xdfff)
+                    return -1; /* lone low surrogate */
+                if (cp >= 0xd800 && cp <= 0xdbff) {
+                    uint32_t lo;
+                    if (t->end - t->p < 2 || t->p[0] != '\\' || t->p[1] != 'u')
+                        return -1; /* lone high surrogate */
+                    t->p += 2;
+                    if (read_hex4(t, &lo) < 0 || lo < 0xdc00 || lo > 0xdfff)
+                        return -1;
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                }
+                /* Six escaped bytes (twelve for a pair) always cover the 1-4 bytes written. */
+                if (cp < 0x80) {
+                    body[n++] = (unsigned char)cp;
+                } else if (cp < 0x800) {
+                    body[n++] = (unsigned char)(0xc0 | (cp >> 6));
+                    body[n++] = (unsigned char)(0x80 | (cp & 0x3f));
+                } else if (cp < 0x10000) {
+                    body[n++] = (unsigned char)(0xe0 | (cp >> 12));
+                    body[n++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+                    body[n++] = (unsigned char)(0x80 | (cp & 0x3f));
+                } else {
+                    body[n++] = (unsigned char)(0xf0 | (cp >> 18));
+                    body[n++] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+                    body[n++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+                    body[n++] = (unsigned char)(0x80 | (cp & 0x3f));
+                }
+                break;
+            }
+            default:
+                return -1;
+            }
+            continue;
+        }
+        if (c < 0x20)
+            return -1;
+        if (c < 0x80) {
+            body[n++] = c;
+            t->p++;
+            continue;
+        }
+        size_t k = utf8_sequence(t->p, t->end);
+        if (k == 0)
+            return -1;
+        memcpy(body + n, t->p, k);
+        n += k;
+        t->p += k;
+    }
+    t->p++; /* the closing quote */
+    int h = str_header_size(n);
+    if (h != guess)
+        memmove(t->out + t->len + h, body, n);
+    write_str_header(t->out + t->len, n);
+    t->len += (size_t)h + n;
+    return 0;
+}
+
+static int number(T *t) {
+    const unsigned char *start = t->p, *s = t->p;
+    int negative = 0, integral = 1;
+    if (s < t->end && *s == '-') {
+        negative = 1;
+        s++;
+    }
+    if (s >= t->end)
+        return -1;
+    if (*s == '0') {
+        s++;
+    } else if (*s >= '1' && *s <= '9') {
+        while (s < t->end && *s >= '0' && *s <= '9')
+            s++;
+    } else {
+        return -1;
+    }
+    const unsigned char *int_end = s;
+    if (s < t->end && *s == '.') {
+        integral = 0;
+        s++;
+        if (s >= t->end || *s < '0' || *s > '9')
+            return -1;
+        while (s < t->end && *s >= '0' && *s <= '9')
+            s++;
+    }
+    if (s < t->end && (*s == 'e' || *s == 'E')) {
+        integral = 0;
+        s++;
+        if (s < t->end && (*s == '+' || *s == '-'))
+            s++;
+        if (s >= t->end || *s < '0' || *s > '9')
+            return -1;
+        while (s < t->end && *s >= '0' && *s <= '9')
+            s++;
+    }
+    t->p = s;
+    if (reserve(t, 9) < 0)
+        return -1;
+    unsigned char *at = t->out + t->len;
+    if (integral) {
+        const unsigned char *d = start + negative;
+        if (int_end - d > 20)
+            return -1;
+        uint64_t v = 0;
+        for (; d < int_end; d++) {
+            uint64_t digit = (uint64_t)(*d - '0');
+            if (v > (UINT64_MAX - digit) / 10)
+                return -1; /* over 64 bits: orjson makes it a float */
+            v = v * 10 + digit;
+        }
+        if (negative && v != 0) {
+            if (v > (uint64_t)INT64_MAX + 1)
+                return -1;
+            int64_t x = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+            if (x >= -32) {
+                at[0] = (unsigned char)(x & 0xff);
+                t->len += 1;
+            } else if (x >= -128) {
+                at[0] = 0xd0;
+                at[1] = (unsigned char)(x & 0xff);
+                t->len += 2;
+            } else if (x >= -32768) {
+                at[0] = 0xd1;
+                put_be(at + 1, (uint64_t)x, 2);
+                t->len += 3;
+            } else if (x >= INT32_MIN) {
+                at[0] = 0xd2;
+                put_be(at + 1, (uint64_t)x, 4);
+                t->len += 5;
+            } else {
+                at[0] = 0xd3;
+                put_be(at + 1, (uint64_t)x, 8);
+                t->len += 9;
+            }
+        } else if (v < 128) {
+            at[0] = (unsigned char)v;
+            t->len += 1;
+        } else if (v < 256) {
+            at[0] = 0xcc;
+            at[1] = (unsigned char)v;
+            t->len += 2;
+        } else if (v < 65536) {
+            at[0] = 0xcd;
+            put_be(at + 1, v, 2);
+            t->len += 3;
+        } else if (v <= UINT32_MAX) {
+            at[0] = 0xce;
+            put_be(at + 1, v, 4);
+            t->len += 5;
+        } else {
+            at[0] = 0xcf;
+            put_be(at + 1, v, 8);
+            t->len += 9;
+        }
+        return 0;
+    }
+    char buf[128];
+    size_t n = (size_t)(s - start);
+    if (n >= sizeof buf)
+        return -1;
+    memcpy(buf, start, n);
+    buf[n] = '\0';
+    char *stop = NULL;
+    /* Python's own correctly rounded conversion, independent of the C locale. */
+    double x = PyOS_string_to_double(buf, &stop, NULL);
+    if (x == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (stop != buf + n || !isfinite(x))
+        return -1;
+    uint64_t bits;
+    memcpy(&bits, &x, 8);
+    at[0] = 0xcb;
+    put_be(at + 1, bits, 8);
+    t->len += 9;
+    return 0;
+}
+
+static int value(T *t, int depth);
+
+static int open_container(T *t, int map, size_t *index) {
+    if (reserve(t, PLACEHOLDER) < 0)
+        return -1;
+    if (t->nboxes == t->capboxes) {
+        size_t want = t->capboxes ? t->capboxes * 2 : 256;
+        Container *grown = PyMem_Realloc(t->boxes, want * sizeof(Container));
+        if (grown == NULL) {
+            t->oom = 1;
+            return -1;
+        }
+        t->boxes = grown;
+        t->capboxes = want;
+    }
+    *index = t->nboxes++;
+    t->boxes[*index].pos = t->len;
+    t->boxes[*index].count = 0;
+    t->boxes[*index].map = (uint8_t)map;
+    t->len += PLACEHOLDER;
+    return 0;
+}
+
+static int array(T *t, int depth) {
+    size_t box;
+    if (open_container(t, 0, &box) < 0)
+        return -1;
+    uint32_t count = 0;
+    skip_ws(t);
+    if (t->p < t->end && *t->p == ']') {
+        t->p++;
+        return 0;
+    }
+    while (1) {
+        if (value(t, depth + 1) < 0)
+            return -1;
+        if (++count == UINT32_MAX)
+            return -1;
+        skip_ws(t);
+        if (t->p >= t->end)
+            return -1;
+        if (*t->p == ',') {
+            t->p++;
+            continue;
+        }
+        if (*t->p == ']') {
+            t->p++;
+            break;
+        }
+        return -1;
+    }
+    t->boxes[box].count = count;
+    return 0;
+}
+
+static int object(T *t, int depth) {
+    size_t box;
+    if (open_container(t, 1, &box) < 0)
+        return -1;
+    size_t keys[MAX_KEYS]; /* where each key's msgpack str starts, to find duplicates */
+    uint32_t count = 0;
+    skip_ws(t);
+    if (t->p < t->end && *t->p == '}') {
+        t->p++;
+        return 0;
+    }
+    while (1) {
+        skip_ws(t);
+        if (t->p >= t->end || *t->p != '"' || count == MAX_KEYS)
+            return -1;
+        t->p++;
+        size_t at = t->len;
+        if (string(t) < 0)
+            return -1;
+        size_t klen = t->len - at;
+        for (uint32_t i = 0; i < count; i++) {
+            size_t other = keys[i];
+            /* Equal bytes over the new key's header and body: the same header, so the same
+             * length, so the same key (a key's bytes are followed by its value in out). */
+            if (memcmp(t->out + other, t->out + at, klen) == 0)
+                return -1; /* a duplicate key */
+        }
+        keys[count] = at;
+        skip_ws(t);
+        if (t->p >= t->end || *t->p != ':')
+            return -1;
+        t->p++;
+        if (value(t, depth + 1) < 0)
+            return -1;
+        count++;
+        skip_ws(t);
+        if (t->p >= t->end)
+            return -1;
+        if (*t->p == ',') {
+            t->p++;
+            continue;
+        }
+        if (*t->p == '}') {
+            t->p++;
+            break;
+        }
+        return -1;
+    }
+    t->boxes[box].count = count;
+    return 0;
+}
+
+static int literal(T *t, const char *word, size_t n, unsigned char code) {
+    if ((size_t)(t->end - t->p) < n || memcmp(t->p, word, n) != 0)
+        return -1;
+    if (reserve(t, 1) < 0)
+        return -1;
+    t->p += n;
+    t->out[t->len++] = code;
+    return 0;
+}
+
+static int value(T *t, int depth) {
+    if (depth > t->max_depth)
+        return -1;
+    skip_ws(t);
+    if (t->p >= t->end)
+        return -1;
+    switch (*t->p) {
+    case '{':
+        t->p++;
+        return object(t, depth);
+    case '[':
+        t->p++;
+        return array(t, depth);
+    case '"':
+        t->p++;
+        return string(t);
+    case 't':
+        return literal(t, "true", 4, 0xc3);
+    case 'f':
+        return literal(t, "false", 5, 0xc2);
+    case 'n':
+        return literal(t, "null", 4, 0xc0);
+    default:
+        return number(t);
+    }
+}
+
+static inline int container_header_size(const Container *c) {
+    return c->count < 16 ? 1 : c->count < 65536 ? 3 : 5;
+}
+
+static PyObject *finish(T *t) {
+    size_t size = t->len;
+    for (size_t i = 0; i < t->nboxes; i++)
+        size -= (size_t)(PLACEHOLDER - container_header_size(&t->boxes[i]));
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (result == NULL)
+        return NULL;
+    unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(result);
+    size_t from = 0;
+    /* Containers were opened in output order, so one sweep copies between placeholders. */
+    for (size_t i = 0; i < t->nboxes; i++) {
+        const Container *c = &t->boxes[i];
+        memcpy(dst, t->out + from, c->pos - from);
+        dst += c->pos - from;
+        uint32_t n = c->count;
+        if (n < 16) {
+            *dst++ = (unsigned char)((c->map ? 0x80 : 0x90) | n);
+        } else if (n < 65536) {
+            *dst++ = c->map ? 0xde : 0xdc;
+            put_be(dst, n, 2);
+            dst += 2;
+        } else {
+            *dst++ = c->map ? 0xdf : 0xdd;
+            put_be(dst, n, 4);
+            dst += 4;
+        }
+        from = c->pos + PLACEHOLDER;
+    }
+    memcpy(dst, t->out + from, t->len - from);
+    return result;
+}
+
+static PyObject *transcode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "transcode(data, max_depth)");
+        return NULL;
+    }
+    long max_depth = PyLong_AsLong(args[1]);
+    if (max_depth == -1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    T t = {0};
+    t.p = view.buf;
+    t.end = t.p + view.len;
+    t.max_depth = max_depth > 100000 ? 100000 : (int)max_depth;
+    PyObject *result = NULL;
+    /* The output is about as long as the input: reserve that once instead of growing. */
+    if (reserve(&t, (size_t)view.len + 16) == 0 && value(&t, 1) == 0) {
+        skip_ws(&t);
+        if (t.p == t.end)
+            result = finish(&t);
+    }
+    if (result == NULL && !PyErr_Occurred()) {
+        if (t.oom) {
+            PyErr_NoMemory();
+        } else {
+            result = Py_None;
+            Py_INCREF(result);
+        }
+    }
+    PyMem_Free(t.out);
+    PyMem_Free(t.boxes);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"transcode", (PyCFunction)(void (*)(void))transcode, METH_FASTCALL,
+     "transcode(data, max_depth) -> bytes | None: JSON to the msgpack msgspec would write, or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_json_to_msgpack", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__json_to_msgpack(void) { return PyModule_Create(&module); }

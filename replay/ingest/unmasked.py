@@ -1,0 +1,106 @@
+"""Native JSON uploads of projects that do not mask on the server, packed without decoding them.
+
+Such an upload needs nothing from its events but a few fields of each (checks, the session's
+summary) and their packed bytes. ``_json_to_msgpack.c`` writes the bytes msgspec would write for
+orjson's parse of the JSON, straight from the text; msgspec reads the few fields from those bytes
+and skips the rest. Decoding the events into Python objects, packing them and freeing them was
+most of such an upload's CPU (bench/RESULTS.md, seventh pass).
+
+Everything here answers None when it cannot be sure (the C part not built, JSON it declines, an
+event whose fields do not have the usual types): the caller then takes the ordinary path, which
+stores the very same bytes or gives the error. So the two paths can only differ in speed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from replay import native_parts
+from replay.catalog.summary import summarize
+from replay.ingest.batch import PackedEvents
+from replay.ingest.limits import Limits
+from replay.ingest.validate import check_events
+
+_native = native_parts.load("replay.ingest._json_to_msgpack")
+BUILT = _native is not None
+# The transcoder's own nesting bound; deeper (rare) uploads take the ordinary path, which allows 1,024.
+MAX_DEPTH = 256
+
+
+class NativeEnvelope(msgspec.Struct):
+    """``POST /v1/recordings``'s fields, with the events left as their JSON text."""
+
+    token: Any = None
+    session_id: Any = None
+    window_id: Any = None
+    distinct_id: Any = None
+    batch_id: Any = None
+    events: msgspec.Raw = msgspec.Raw(b"null")
+
+    def get(self, name: str) -> Any:  # read like the decoded dict of the ordinary path
+        return getattr(self, name)
+
+
+class _Data(msgspec.Struct):
+    """The fields of an event's ``data`` that checks and summaries read (summary.summarize)."""
+
+    source: Any = msgspec.UNSET
+    type: Any = msgspec.UNSET
+    href: Any = msgspec.UNSET
+    width: Any = msgspec.UNSET
+    height: Any = msgspec.UNSET
+    plugin: Any = msgspec.UNSET
+    payload: Any = msgspec.UNSET
+    tag: Any = msgspec.UNSET
+
+
+class _EventHead(msgspec.Struct):
+    # An int timestamp only: the ordinary path rewrites a float one as an int before storing it.
+    type: Any
+    timestamp: int
+    data: _Data | None
+
+
+_envelope = msgspec.json.Decoder(NativeEnvelope)
+_heads = msgspec.msgpack.Decoder(list[_EventHead])
+_raw_events = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_DATA_FIELDS = _Data.__struct_fields__
+
+
+def read_envelope(body: bytes) -> NativeEnvelope | None:
+    """The upload's fields with its events not decoded, or None (then parse it the ordinary way)."""
+    if not BUILT:
+        return None
+    try:
+        return _envelope.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def pack_events(events_json: msgspec.Raw, window_id: str, limits: Limits) -> PackedEvents | None:
+    """The events checked and packed as ``codec.pack_items`` packs them, with their summary; None
+    when the ordinary path must decide. Raises the ordinary path's errors for events it refuses."""
+    if _native is None:
+        return None
+    packed = _native.transcode(events_json, MAX_DEPTH)
+    if packed is None:
+        return None
+    try:
+        heads = _heads.decode(packed)
+        events = _raw_events.decode(packed)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # not an array of objects with the usual fields: the ordinary path says what is wrong
+    # The very checks and summary of the ordinary path, on the fields they read.
+    fields = [_fields(head) for head in heads]
+    check_events(fields, limits)
+    prefix = b"\x92" + msgspec.msgpack.encode(window_id)  # [window_id, event]
+    return PackedEvents(items=prefix + prefix.join(events), count=len(events), stats=summarize(fields))
+
+
+def _fields(head: _EventHead) -> dict[str, Any]:
+    data = head.data
+    if data is not None:
+        data = {name: value for name in _DATA_FIELDS if (value := getattr(data, name)) is not msgspec.UNSET}
+    return {"type": head.type, "timestamp": head.timestamp, "data": data}

@@ -1,0 +1,247 @@
+"""Projects that do not mask on the server: their JSON uploads are packed straight from the text
+(ingest/unmasked.py, ingest/_json_to_msgpack.c). The packed path must store what the ordinary
+path stores, byte for byte, or step aside; and it must never serve a project that masks."""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+import orjson
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import RECORDINGS, fetch_events, load_fixture_events, load_recording, metric, post_batch, \
+    require_json_packer
+from replay import codec
+from replay.catalog.summary import summarize
+from replay.ingest import unmasked
+from replay.ingest.limits import Limits
+from test_native_fuzz import documents
+
+PACKED = "replay_batches_packed_unmasked_total"
+FIXTURE = load_fixture_events()
+LIMITS = Limits()
+
+
+@pytest.fixture(autouse=True)
+def _packer_built():
+    require_json_packer()
+
+
+def transcode(text: bytes) -> bytes | None:
+    return unmasked._native.transcode(text, unmasked.MAX_DEPTH)
+
+
+def ordinary(text: bytes) -> bytes:
+    return msgspec.msgpack.encode(orjson.loads(text))
+
+
+# -- the transcoder ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
+def test_every_recording_packs_to_the_ordinary_bytes(path):
+    text = orjson.dumps(load_recording(path))
+    assert transcode(text) == ordinary(text)
+    spaced = json.dumps(load_recording(path), indent=1, ensure_ascii=True).encode()  # whitespace, \u escapes
+    assert transcode(spaced) == ordinary(spaced)
+
+
+json_scalars = (st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.floats(allow_nan=False, allow_infinity=False)
+                | st.text(max_size=40) | st.sampled_from(["", "\u2028", "é", "\U0001f600", "a\"b\\c", "\x00\x1f"]))
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=20) | st.dictionaries(
+    st.text(max_size=8), inner, max_size=20), max_leaves=60)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(json_values, st.booleans())
+def test_any_json_value_packs_to_the_ordinary_bytes_or_is_declined(value, ascii_only):
+    text = json.dumps(value, ensure_ascii=ascii_only).encode()
+    out = transcode(text)
+    if out is not None:
+        assert out == ordinary(text)
+    elif 2**63 <= max((abs(v) for v in _ints(value)), default=0):
+        pass  # over 64 bits: orjson reads a float, the transcoder steps aside
+    else:
+        pytest.fail(f"declined a plain JSON value: {text[:200]!r}")
+
+
+def _ints(value):
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _ints(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _ints(v)
+
+
+json_alphabet = st.sampled_from(list('{}[],:"\\/ \t\n\r0123456789-+.eEtrufalsn') + ["u00e9", "ud83d", "ude00", "\xe9",
+                                                                                     "\ud800", "\x01", "\ufeff"])
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(json_alphabet, max_size=60).map("".join))
+def test_any_text_packs_as_orjson_reads_it_or_is_declined(chars):
+    text = chars.encode("utf-8", "surrogatepass")  # lone surrogates too: invalid UTF-8 input
+    out = transcode(text)
+    if out is None:
+        return  # the ordinary path decides (and gives the error)
+    assert out == ordinary(text)  # accepted: orjson accepts it too, with the same value
+
+
+@pytest.mark.parametrize("text", [
+    b'{"a":1,"a":2}',                     # orjson keeps the last value at the first key's place
+    b'["\\ud800"]', b'["\\udc00x"]',      # lone surrogate escapes become U+FFFD on the ordinary path
+    b'[18446744073709551616]', b'[-9223372036854775809]',  # over 64 bits: orjson reads a float
+    b'[1e999]', b'[-1e400]',              # overflows a double
+    b'\xef\xbb\xbf[]', b'[] x', b'[1,]', b'{"a" 1}', b'[01]', b'[1.]', b'[.5]', b'[+1]', b'["\xff"]',
+    b'["\xed\xa0\x80"]', b'["\xc0\xaf"]', b'["a\nb"]', b'[NaN]', b'[Infinity]', b'', b'[',
+    b'[' * 300 + b']' * 300,              # deeper than the transcoder goes (the ordinary path allows it)
+    b'{' + b','.join(b'"k%d":0' % i for i in range(65)) + b"}",  # more keys than it compares (64)
+])
+def test_declines_what_it_cannot_pack_exactly(text):
+    assert transcode(text) is None
+
+
+def test_edges_of_the_formats_pack_exactly():
+    for text in [b'[0,-0,-0.0,127,128,255,256,65535,65536,4294967295,4294967296,18446744073709551615,'
+                 b'-32,-33,-128,-129,-32768,-32769,-2147483648,-2147483649,-9223372036854775808,'
+                 b'1.5e-320,1E2,0.1,1e308,5e-324]',
+                 json.dumps(["x" * n for n in (31, 32, 255, 256, 65535, 65536)]).encode(),
+                 json.dumps([list(range(n)) for n in (15, 16, 65535, 65536)]).encode(),
+                 json.dumps({f"k{i}": i for i in range(17)}).encode(),
+                 b'["\\u00e9\\ud83d\\ude00\\n\\t\\"\\\\\\/\\b\\f\\r\\u0000", "' + "é😀".encode() * 40 + b'"]']:
+        assert transcode(text) == ordinary(text), text[:80]
+
+
+# -- packed events: the ordinary path's items and summary ----------------------------------------
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
+def test_packed_events_are_the_ordinary_items_and_summary(path):
+    events = load_recording(path)
+    packed = unmasked.pack_events(msgspec.Raw(orjson.dumps(events)), "tab-1", LIMITS)
+    assert packed is not None
+    assert packed.items == codec.pack_items("tab-1", events)
+    assert packed.count == len(events)
+    assert packed.stats == summarize(events)
+
+
+def test_events_the_ordinary_path_rewrites_are_left_to_it():
+    # A float timestamp is stored as an int by the ordinary path: only it may write that event.
+    events = [{"type": 3, "timestamp": 1_700_000_000_000.5, "data": {"source": 1}}]
+    assert unmasked.pack_events(msgspec.Raw(orjson.dumps(events)), "w", LIMITS) is None
+    odd = [{"type": 3, "timestamp": 1_700_000_000_000, "data": [1, 2]}]  # data not an object
+    assert unmasked.pack_events(msgspec.Raw(orjson.dumps(odd)), "w", LIMITS) is None
+
+
+# -- over HTTP -------------------------------------------------------------------------------------
+
+def unmask(server, project) -> None:
+    server.call(server.service.catalog.set_policy(project.id, {"enforce": False}))
+
+
+def test_an_unmasked_project_stores_its_uploads_as_sent_without_decoding_them(server, project):
+    unmask(server, project)
+    before = metric(server, PACKED)
+    assert post_batch(server.url, project.token, "as-sent", FIXTURE, batch_id="b1").json()["accepted_events"] == 272
+    assert metric(server, PACKED) == before + 1
+    assert fetch_events(server.url, project, "as-sent") == sorted(FIXTURE, key=lambda e: e["timestamp"])
+    server.flush()
+    assert fetch_events(server.url, project, "as-sent") == sorted(FIXTURE, key=lambda e: e["timestamp"])
+    summary = requests.get(f"{server.url}/api/projects/{project.id}/sessions/as-sent",
+                           headers={"Authorization": f"Bearer {project.api_key}"}, timeout=30).json()
+    stats = summarize(FIXTURE)
+    assert (summary["event_count"], summary["start_ts"], summary["end_ts"], summary["clicks"], summary["keypresses"],
+            summary["urls"], summary["active_ms"], summary["viewport"]) == \
+        (272, stats.first_ts, stats.last_ts, stats.clicks, stats.keypresses, stats.urls, stats.active_ms, stats.viewport)
+    # A retry is still a duplicate: the packed path keeps idempotency.
+    assert post_batch(server.url, project.token, "as-sent", FIXTURE, batch_id="b1").json()["accepted_events"] == 0
+
+
+def test_a_masking_project_is_masked_while_another_project_is_not(server, project):
+    events = load_recording(RECORDINGS[-1])
+    masked = server.create_project("masked")
+    post_batch(server.url, masked.token, "alone", events, batch_id="b1")
+    alone = fetch_events(server.url, masked, "alone")
+    assert alone != sorted(events, key=lambda e: e["timestamp"])  # the policy changed something
+    unmask(server, project)
+    before = metric(server, PACKED)
+    post_batch(server.url, masked.token, "beside", events, batch_id="b1")
+    assert metric(server, PACKED) == before  # never packed unmasked
+    assert fetch_events(server.url, masked, "beside") == alone
+    post_batch(server.url, project.token, "raw", events, batch_id="b1")
+    assert metric(server, PACKED) == before + 1
+    assert fetch_events(server.url, project, "raw") == sorted(events, key=lambda e: e["timestamp"])
+
+
+def test_masking_turned_back_on_applies_to_the_next_upload(server, project):
+    events = load_recording(RECORDINGS[-1])
+    unmask(server, project)
+    post_batch(server.url, project.token, "raw", events, batch_id="b1")
+    server.call(server.service.catalog.set_policy(project.id, {}))
+    before = metric(server, PACKED)
+    post_batch(server.url, project.token, "masked", events, batch_id="b1")
+    assert metric(server, PACKED) == before
+    assert fetch_events(server.url, project, "masked") != fetch_events(server.url, project, "raw")
+
+
+@pytest.mark.parametrize("events, code", [
+    ([{"type": 9, "timestamp": 1_700_000_000_000, "data": {}}], "invalid_event"),
+    ([{"type": 3, "timestamp": 12, "data": {}}], "invalid_timestamp"),
+    ([{"type": 3, "timestamp": 1_700_000_000_000}], "invalid_event"),
+    ([], "invalid_events"),
+    ({"type": 3}, "invalid_events"),
+])
+def test_bad_events_get_the_same_error_either_way(make_server, events, code):
+    answers = []
+    for enforce in (True, False):
+        server = make_server()
+        project = server.create_project()
+        if not enforce:
+            unmask(server, project)
+        r = post_batch(server.url, project.token, "bad", events, batch_id="b1")
+        answers.append((r.status_code, r.json()))
+    assert answers[0] == answers[1]
+    assert answers[0][0] in (400, 413) and answers[0][1]["error"] == code
+
+
+def test_an_event_only_the_ordinary_path_may_write_is_stored_as_it_writes_it(server, project):
+    unmask(server, project)
+    before = metric(server, PACKED)
+    float_ts = [{"type": 3, "timestamp": 1_700_000_000_000.7, "data": {"source": 1, "positions": []}}]
+    assert post_batch(server.url, project.token, "float", float_ts, batch_id="b1").status_code == 200
+    assert metric(server, PACKED) == before
+    assert fetch_events(server.url, project, "float")[0]["timestamp"] == 1_700_000_000_000
+
+
+@pytest.fixture(scope="module")
+def two_projects(tmp_path_factory):
+    from harness import ThreadedReplay
+    from replay.config import settings_from
+
+    server = ThreadedReplay(settings_from(environ={}, data=tmp_path_factory.mktemp("either"), flush_interval=3600.0,
+                                          rate_limit=0.0, max_events=50)).start()
+    masked, plain = server.create_project("masked"), server.create_project("plain")
+    unmask(server, plain)
+    yield server, masked, plain
+    server.stop()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(documents)
+def test_any_document_gets_the_same_answer_from_either_path(two_projects, doc):
+    server, masked, plain = two_projects
+    answers = []
+    for project in (masked, plain):
+        sent = {**doc, "token": project.token} if doc.get("token") == "VALID" else doc
+        r = requests.post(f"{server.url}/v1/recordings", data=json.dumps(sent).encode(),
+                          headers={"Content-Type": "application/json"}, timeout=30)
+        answers.append((r.status_code, r.json()))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 200 or 400 <= answers[0][0] < 500
