@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""A project that does not mask on the server: its upload packed straight from JSON against the ordinary path, in one process.
+
+    REPLAY_BENCH_CORPUS=bench/out/corpus-snapshot .venv/bin/python bench/unmasked_packing.py [--repeat 7]
+
+Each ~2 s upload of the corpus, as the JSON body `POST /v1/recordings` receives (inflated), goes
+through what native ingest runs after gunzip and before the spool, both ways, alternating passes:
+
+- ordinary: `parse_json` (orjson, the tree taken out of the collector's sight), `check_events`,
+  `codec.pack_items`, `summarize`, and freeing the decoded upload;
+- packed: `unmasked.read_envelope` (msgspec, the events left as text) and `unmasked.pack_events`
+  (`_json_to_msgpack.c`, then msgspec reading the fields checks and summaries need).
+
+Both must give the same items and summaries (checked). Prints CPU per upload, the best pass of
+each, and their ratio; the garbage collector is tuned as `replay serve` tunes it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import cut_batches, load_recordings, machine  # noqa: E402
+
+from replay import codec  # noqa: E402
+from replay.catalog.summary import summarize  # noqa: E402
+from replay.cli import _tune_gc  # noqa: E402
+from replay.ingest import unmasked  # noqa: E402
+from replay.ingest.body import parse_json  # noqa: E402
+from replay.ingest.limits import Limits  # noqa: E402
+from replay.ingest.validate import check_events  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--repeat", type=int, default=7, help="passes each way, alternating; the best counts")
+args = p.parse_args()
+if not unmasked.BUILT:
+    sys.exit("replay.ingest._json_to_msgpack is not built: run ./scripts/setup with a C compiler present")
+
+limits = Limits()
+recs = load_recordings()
+bodies = [orjson.dumps({"token": "t", "session_id": f"s-{rec.name}", "window_id": window, "batch_id": f"b{i}",
+                        "events": events})
+          for rec in recs for i, (window, events) in enumerate(cut_batches(rec))]
+raw_mb = sum(len(b) for b in bodies) / 1e6
+_tune_gc()
+
+
+def ordinary(body: bytes) -> tuple[bytes, object]:
+    payload = parse_json(body)
+    events = check_events(payload["events"], limits)
+    return codec.pack_items(payload["window_id"], events), summarize(events)
+
+
+def packed(body: bytes) -> tuple[bytes, object]:
+    envelope = unmasked.read_envelope(body)
+    out = unmasked.pack_events(envelope.events, envelope.window_id, limits)
+    return out.items, out.stats
+
+
+def one_pass(fn) -> tuple[float, list]:
+    clock = time.process_time
+    t0 = clock()
+    results = [fn(body) for body in bodies]
+    return clock() - t0, results
+
+
+best: dict[str, float] = {}
+outputs: dict[str, list] = {}
+for _ in range(args.repeat):
+    for name, fn in (("ordinary", ordinary), ("packed", packed)):
+        seconds, results = one_pass(fn)
+        best[name] = min(best.get(name, seconds), seconds)
+        outputs[name] = results
+
+print(f"machine: {machine()}")
+print(f"{len(bodies)} uploads, {raw_mb:.1f} MB raw JSON, from {', '.join(r.name for r in recs)}; "
+      f"best of {args.repeat} alternating passes")
+for name in ("ordinary", "packed"):
+    print(f"  {name:<9} {best[name] / len(bodies) * 1e6:7.0f} us/upload   {raw_mb / best[name]:6.1f} MB/CPU-s")
+print(f"  packed uses {best['packed'] / best['ordinary']:.2f}x the CPU of the ordinary path "
+      f"({best['ordinary'] / best['packed']:.2f}x faster)")
+same = outputs["packed"] == outputs["ordinary"]
+print(f"same items and summaries both ways: {same}")
+sys.exit(0 if same else 1)
