@@ -437,34 +437,49 @@ static int open_container(T *t, int map, size_t *index) {
     return 0;
 }
 
+/* Right after a container's opening bracket: whether it closes at once (and consume it). */
+static int empty(T *t, unsigned char close) {
+    skip_ws(t);
+    if (t->p < t->end && *t->p == close) {
+        t->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After an item: 1 when a comma says another follows, 0 when `close` ends the container, -1 else. */
+static int next_item(T *t, unsigned char close) {
+    skip_ws(t);
+    if (t->p >= t->end)
+        return -1;
+    if (*t->p == ',') {
+        t->p++;
+        return 1;
+    }
+    if (*t->p == close) {
+        t->p++;
+        return 0;
+    }
+    return -1;
+}
+
 static int array(T *t, int depth) {
     size_t box;
     if (open_container(t, 0, &box) < 0)
         return -1;
     uint32_t count = 0;
-    skip_ws(t);
-    if (t->p < t->end && *t->p == ']') {
-        t->p++;
+    if (empty(t, ']'))
         return 0;
-    }
-    while (1) {
+    int more;
+    do {
         if (value(t, depth + 1) < 0)
             return -1;
         if (++count == UINT32_MAX)
             return -1;
-        skip_ws(t);
-        if (t->p >= t->end)
-            return -1;
-        if (*t->p == ',') {
-            t->p++;
-            continue;
-        }
-        if (*t->p == ']') {
-            t->p++;
-            break;
-        }
+        more = next_item(t, ']');
+    } while (more > 0);
+    if (more < 0)
         return -1;
-    }
     t->boxes[box].count = count;
     return 0;
 }
@@ -475,12 +490,10 @@ static int object(T *t, int depth) {
         return -1;
     size_t keys[MAX_KEYS]; /* where each key's msgpack str starts, to find duplicates */
     uint32_t count = 0;
-    skip_ws(t);
-    if (t->p < t->end && *t->p == '}') {
-        t->p++;
+    if (empty(t, '}'))
         return 0;
-    }
-    while (1) {
+    int more;
+    do {
         skip_ws(t);
         if (t->p >= t->end || *t->p != '"' || count == MAX_KEYS)
             return -1;
@@ -507,19 +520,10 @@ static int object(T *t, int depth) {
         if (value(t, depth + 1) < 0)
             return -1;
         count++;
-        skip_ws(t);
-        if (t->p >= t->end)
-            return -1;
-        if (*t->p == ',') {
-            t->p++;
-            continue;
-        }
-        if (*t->p == '}') {
-            t->p++;
-            break;
-        }
+        more = next_item(t, '}');
+    } while (more > 0);
+    if (more < 0)
         return -1;
-    }
     t->boxes[box].count = count;
     return 0;
 }
