@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Fuzz replay/ingest/_json_to_msgpack.c under AddressSanitizer and UBSan: mutated real recordings
+# (inserted quotes, escapes, brackets, invalid UTF-8, cut anywhere) must be packed to the very bytes
+# msgspec writes for orjson's parse, or declined, and never read or write out of bounds.
+# PYTHONMALLOC=malloc: every Python bytes object gets its own allocation, so ASan sees a read past its end.
+#   scripts/fuzz_json_to_msgpack.sh [SEED] [CASES]     (needs gcc and ./scripts/setup --test first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=$(mktemp -d)
+trap 'rm -rf "$build"' EXIT
+gcc -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -fPIC -shared \
+  $(.venv/bin/python -c 'import sysconfig; print("-I" + sysconfig.get_paths()["include"])') \
+  replay/ingest/_json_to_msgpack.c -o "$build/_json_to_msgpack$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
+PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+  .venv/bin/python - "$build" "${1:-0}" "${2:-30000}" <<'PY'
+import random, sys
+import msgspec, orjson
+build, seed, cases = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sys.path[:0] = [build, "tests"]
+import _json_to_msgpack
+from harness import RECORDINGS, load_recording
+
+seeds = [orjson.dumps(load_recording(p)) for p in RECORDINGS]
+tokens = [b'"', b'\\', b'\\u', b'\\ud800', b'\\udc00', b'{', b'}', b'[', b']', b',', b':', b'\xff', b'\xc3',
+          b'\xed\xa0\x80', b'\xf4\x90', b'1e999', b'-', b'0', b'.', b'e', b'\x00', b' ']
+rng = random.Random(seed)
+packed = 0
+
+
+def check(text: bytes, depth: int) -> None:
+    global packed
+    out = _json_to_msgpack.transcode(text, depth)
+    if out is not None:
+        packed += 1
+        assert out == msgspec.msgpack.encode(orjson.loads(text)), text[:200]
+
+
+for _ in range(cases):
+    s = bytearray(rng.choice(seeds))
+    if len(s) > 4000:
+        start = rng.randrange(len(s) - 2000)
+        s = s[start:start + rng.randrange(1, 2000)]
+    for _ in range(rng.randrange(1, 6)):
+        op, pos = rng.random(), rng.randrange(len(s) + 1)
+        if op < 0.4:
+            s[pos:pos] = rng.choice(tokens)
+        elif op < 0.7 and s:
+            del s[pos:pos + rng.randrange(1, 8)]
+        elif s:
+            s[min(pos, len(s) - 1)] = rng.randrange(256)
+    check(bytes(s), rng.choice([2, 16, 256]))
+for text in seeds:
+    for cut in range(0, min(len(text), 3000), 7):
+        check(text[:cut], 256)
+print(f"{cases} mutated inputs and every cut of the recordings: no sanitizer report; {packed} packed, all exact")
+PY
