@@ -41,9 +41,7 @@ typedef struct {
     int oom;
 } T;
 
-static int reserve(T *t, size_t n) {
-    if (t->len + n <= t->cap)
-        return 0;
+static int grow(T *t, size_t n) {
     size_t want = t->cap ? t->cap : 4096;
     while (want < t->len + n) {
         if (want > ((size_t)-1) / 2) {
@@ -62,6 +60,9 @@ static int reserve(T *t, size_t n) {
     return 0;
 }
 
+/* Room for n more output bytes. Called per token: the check inline, the growth out of line. */
+static inline int reserve(T *t, size_t n) { return t->len + n <= t->cap ? 0 : grow(t, n); }
+
 static inline void put_be(unsigned char *at, uint64_t v, int bytes) {
     for (int i = bytes - 1; i >= 0; i--) {
         at[i] = (unsigned char)(v & 0xff);
@@ -70,6 +71,8 @@ static inline void put_be(unsigned char *at, uint64_t v, int bytes) {
 }
 
 static inline void skip_ws(T *t) {
+    if (t->p < t->end && *t->p > ' ')
+        return; /* compact JSON, the usual case: no whitespace anywhere */
     while (t->p < t->end && (*t->p == ' ' || *t->p == '\n' || *t->p == '\r' || *t->p == '\t'))
         t->p++;
 }
@@ -144,6 +147,9 @@ static size_t utf8_sequence(const unsigned char *s, const unsigned char *end) {
     return 0;
 }
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#else
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
@@ -154,13 +160,31 @@ static inline int maybe_special(uint64_t v) {
     uint64_t quote = v ^ (ONES * '"'), backslash = v ^ (ONES * '\\');
     return ((v | ((v - ONES * 0x20) & ~v) | ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash)) & HIGHS) != 0;
 }
+#endif
 
 /* A string: t->p is just past the opening quote. Writes a msgpack str. */
 static int string(T *t) {
     const unsigned char *start = t->p, *s = t->p;
     /* The common case: no escapes. Find the closing quote, validating as we go. */
     while (s < t->end) {
-        if (t->end - s >= 8) { /* long plain runs (text, CSS, URLs): 8 bytes a step */
+        /* Long plain runs (text, CSS, URLs): 16 or 8 bytes a step up to the first byte that may
+         * need a look, which the exact steps below then take. */
+#ifdef __SSE2__
+        if (t->end - s >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)s);
+            /* Signed compare: below 0x20, and 0x80-0xff (negative) too. */
+            __m128i special = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                           _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                                        _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+            unsigned mask = (unsigned)_mm_movemask_epi8(special);
+            if (mask == 0) {
+                s += 16;
+                continue;
+            }
+            s += __builtin_ctz(mask);
+        }
+#else
+        if (t->end - s >= 8) {
             uint64_t v;
             memcpy(&v, s, 8);
             if (!maybe_special(v)) {
@@ -168,6 +192,7 @@ static int string(T *t) {
                 continue;
             }
         }
+#endif
         unsigned char c = *s;
         if (c == '"' || c == '\\')
             break;

@@ -79,14 +79,13 @@ async def post_recordings(request: web.Request) -> web.Response:
         distinct_id=check_distinct_id(payload.get("distinct_id"), limits),
         events=[],
     )
-    events = payload.get("events")
-    if isinstance(payload, NativeEnvelope):  # read without its events: see some_project_unmasked
+    if isinstance(payload, NativeEnvelope):  # packed, not decoded: see some_project_unmasked
         if not service.privacy.policy(project).enforce:
-            batch.packed = pack_events(events, window_id, limits)
-        if batch.packed is None:
-            events = parse_json(bytes(events))
+            batch.packed = pack_events(payload.events, window_id, limits)
+        if batch.packed is None:  # this project masks, or the events need the ordinary path
+            payload = parse_json(body)
     if batch.packed is None:
-        batch.events = check_events(events, limits)
+        batch.events = check_events(payload.get("events"), limits)
     accepted = await service.accept(project, [batch])
     # orjson: the stdlib encoder is a visible share of a small upload's CPU.
     return web.Response(body=orjson.dumps({"status": "ok", "accepted_events": accepted}),

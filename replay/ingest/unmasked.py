@@ -2,8 +2,8 @@
 
 Such an upload needs nothing from its events but a few fields of each (checks, the session's
 summary) and their packed bytes. ``_json_to_msgpack.c`` writes the bytes msgspec would write for
-orjson's parse of the JSON, straight from the text; msgspec reads the few fields from those bytes
-and skips the rest. Decoding the events into Python objects, packing them and freeing them was
+orjson's parse of the whole body, straight from the text; msgspec reads the envelope's fields and
+the few event fields from those bytes and skips the rest. Decoding the events into Python objects, packing them and freeing them was
 most of such an upload's CPU (bench/RESULTS.md, seventh pass).
 
 Everything here answers None when it cannot be sure (the C part not built, JSON it declines, an
@@ -30,14 +30,14 @@ MAX_DEPTH = 256
 
 
 class NativeEnvelope(msgspec.Struct):
-    """``POST /v1/recordings``'s fields, with the events left as their JSON text."""
+    """``POST /v1/recordings``'s fields, with the events left packed (msgpack, not decoded)."""
 
     token: Any = None
     session_id: Any = None
     window_id: Any = None
     distinct_id: Any = None
     batch_id: Any = None
-    events: msgspec.Raw = msgspec.Raw(b"null")
+    events: msgspec.Raw = msgspec.Raw(b"\xc0")  # nil: absent is refused as the ordinary path refuses it
 
     def get(self, name: str) -> Any:  # read like the decoded dict of the ordinary path
         return getattr(self, name)
@@ -63,30 +63,30 @@ class _EventHead(msgspec.Struct):
     data: _Data | None
 
 
-_envelope = msgspec.json.Decoder(NativeEnvelope)
+_envelope = msgspec.msgpack.Decoder(NativeEnvelope)
 _heads = msgspec.msgpack.Decoder(list[_EventHead])
 _raw_events = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _DATA_FIELDS = _Data.__struct_fields__
 
 
 def read_envelope(body: bytes) -> NativeEnvelope | None:
-    """The upload's fields with its events not decoded, or None (then parse it the ordinary way)."""
-    if not BUILT:
-        return None
-    try:
-        return _envelope.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-def pack_events(events_json: msgspec.Raw, window_id: str, limits: Limits) -> PackedEvents | None:
-    """The events checked and packed as ``codec.pack_items`` packs them, with their summary; None
-    when the ordinary path must decide. Raises the ordinary path's errors for events it refuses."""
+    """The upload packed whole and its fields read, the events left packed; None when the ordinary
+    path must parse it (then the work here is lost: ingest calls this only for projects that do not
+    mask, see ``Service.some_project_unmasked``)."""
     if _native is None:
         return None
-    packed = _native.transcode(events_json, MAX_DEPTH)
+    packed = _native.transcode(body, MAX_DEPTH)
     if packed is None:
         return None
+    try:
+        return _envelope.decode(packed)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # not an object: the ordinary path says what is wrong
+
+
+def pack_events(packed: msgspec.Raw, window_id: str, limits: Limits) -> PackedEvents | None:
+    """The envelope's packed events checked and cut into ``codec.pack_items``'s items, with their
+    summary; None when the ordinary path must decide. Raises its errors for events it refuses."""
     try:
         heads = _heads.decode(packed)
         events = _raw_events.decode(packed)

@@ -122,10 +122,16 @@ def test_edges_of_the_formats_pack_exactly():
 
 # -- packed events: the ordinary path's items and summary ----------------------------------------
 
+def packed_upload(events, window_id="tab-1"):
+    envelope = unmasked.read_envelope(orjson.dumps({"token": "t", "window_id": window_id, "events": events}))
+    assert envelope is not None and envelope.window_id == window_id and envelope.token == "t"
+    return unmasked.pack_events(envelope.events, window_id, LIMITS)
+
+
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
 def test_packed_events_are_the_ordinary_items_and_summary(path):
     events = load_recording(path)
-    packed = unmasked.pack_events(msgspec.Raw(orjson.dumps(events)), "tab-1", LIMITS)
+    packed = packed_upload(events)
     assert packed is not None
     assert packed.items == codec.pack_items("tab-1", events)
     assert packed.count == len(events)
@@ -135,9 +141,9 @@ def test_packed_events_are_the_ordinary_items_and_summary(path):
 def test_events_the_ordinary_path_rewrites_are_left_to_it():
     # A float timestamp is stored as an int by the ordinary path: only it may write that event.
     events = [{"type": 3, "timestamp": 1_700_000_000_000.5, "data": {"source": 1}}]
-    assert unmasked.pack_events(msgspec.Raw(orjson.dumps(events)), "w", LIMITS) is None
+    assert packed_upload(events) is None
     odd = [{"type": 3, "timestamp": 1_700_000_000_000, "data": [1, 2]}]  # data not an object
-    assert unmasked.pack_events(msgspec.Raw(orjson.dumps(odd)), "w", LIMITS) is None
+    assert packed_upload(odd) is None
 
 
 # -- over HTTP -------------------------------------------------------------------------------------
@@ -245,3 +251,12 @@ def test_any_document_gets_the_same_answer_from_either_path(two_projects, doc):
         answers.append((r.status_code, r.json()))
     assert answers[0] == answers[1]
     assert answers[0][0] == 200 or 400 <= answers[0][0] < 500
+
+
+def test_an_upload_the_packer_declines_is_stored_by_the_ordinary_path(server, project):
+    unmask(server, project)
+    before = metric(server, PACKED)
+    broken = [{"type": 5, "timestamp": 1_700_000_000_000, "data": {"tag": "note", "payload": "a\ud800b"}}]
+    assert post_batch(server.url, project.token, "surrogate", broken, batch_id="b1").status_code == 200
+    assert metric(server, PACKED) == before  # a lone surrogate escape: the ordinary path makes it U+FFFD
+    assert fetch_events(server.url, project, "surrogate")[0]["data"]["payload"] == "a\ufffdb"
