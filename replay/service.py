@@ -110,7 +110,10 @@ class Service:
         costs speed, never masking."""
         read_at, changes, answer = self._unmasked
         if time.monotonic() - read_at >= PROJECT_CACHE_SECONDS or changes != self.catalog.policy_changes:
+            # Marked fresh before the read: uploads arriving meanwhile keep the old answer instead of
+            # each reading the projects again (32 uploads in flight made 32 reads every 2 s).
             changes = self.catalog.policy_changes
+            self._unmasked = (time.monotonic(), changes, answer)
             answer = any(not self.privacy.policy(p).enforce for p in await self.catalog.projects())
             self._unmasked = (time.monotonic(), changes, answer)
         return answer

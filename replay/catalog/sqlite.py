@@ -250,8 +250,12 @@ class SqliteCatalog:
 
     async def project_by_token(self, token: str) -> Project | None:
         cached = self._token_cache.get(token)
-        if cached is not None and time.monotonic() - cached[1] < PROJECT_CACHE_SECONDS:
-            return cached[0]
+        if cached is not None:
+            if time.monotonic() - cached[1] < PROJECT_CACHE_SECONDS:
+                return cached[0]
+            # One upload reads the row again; the ones arriving meanwhile keep the row they had
+            # (every upload in flight read it at once when it expired).
+            self._token_cache[token] = (cached[0], time.monotonic())
         row = await self._run(lambda: self.db.execute("SELECT * FROM projects WHERE ingest_token=?", (token,)).fetchone())
         if row is None:
             self._token_cache.pop(token, None)
