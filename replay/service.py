@@ -105,9 +105,9 @@ class Service:
 
     async def some_project_unmasked(self) -> bool:
         """Whether a project may take uploads without server-side masking (its policy says
-        ``enforce: false``), read again as often as project rows are. Ingest reads an upload's token
-        before its events only then; each upload's own project still decides, so a stale answer
-        costs speed, never masking."""
+        ``enforce: false``), read again as often as project rows are. Ingest packs a JSON body before
+        reading its token only then (ingest/unmasked.py); each upload's own project still decides, so
+        a stale answer costs speed, never masking."""
         read_at, changes, answer = self._unmasked
         if time.monotonic() - read_at >= PROJECT_CACHE_SECONDS or changes != self.catalog.policy_changes:
             # Marked fresh before the read: uploads arriving meanwhile keep the old answer instead of

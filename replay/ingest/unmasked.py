@@ -3,8 +3,8 @@
 Such an upload needs nothing from its events but a few fields of each (checks, the session's
 summary) and their packed bytes. ``_json_to_msgpack.c`` writes the bytes msgspec would write for
 orjson's parse of the whole body, straight from the text; msgspec reads the envelope's fields and
-the few event fields from those bytes and skips the rest. Decoding the events into Python objects, packing them and freeing them was
-most of such an upload's CPU (bench/RESULTS.md, seventh pass).
+the few event fields from those bytes and skips the rest. Decoding the events into Python objects,
+packing them and freeing them cost 2.3x what this does (bench/RESULTS.md, seventh pass).
 
 Everything here answers None when it cannot be sure (the C part not built, JSON it declines, an
 event whose fields do not have the usual types): the caller then takes the ordinary path, which
