@@ -13,12 +13,12 @@ from __future__ import annotations
 import gc
 import json
 import math
-import zlib
 from typing import Any
 
 import msgpack
 import orjson
 import zstandard
+from zlib_ng import zlib_ng as zlib  # zlib's API; inflates our uploads 1.8x faster than the system zlib
 
 from replay import native_parts
 from replay.ingest.value_budget import DEFAULT_MAX_JSON_VALUES, check_json_value_budget
@@ -33,6 +33,10 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_JSON_DEPTH = 1024  # what orjson >= 3.9.15 enforces by itself; msgpack's C unpacker stops at 1024 too
 
 TOO_LARGE = "decoded_body_too_large"
+# gzip members / zstd frames per body. Clients send one; each further one cost a copy of the rest of
+# the body (zlib's unused_data) or a decoder round: 80,000 tiny gzip members in a 1.8 MB body took 3 s
+# of the event loop, a 25 MB body of them would have taken minutes.
+MAX_MEMBERS = 64
 
 _ZSTD_BLOCK_MAX = 128 * 1024  # a zstd block never decodes to more than this
 _ZSTD_MIN_WINDOW = 1 << 20
@@ -47,28 +51,30 @@ def _too_large(what: str, max_bytes: int) -> PayloadTooLarge:
 
 
 def _inflate_zlib(data: bytes, max_bytes: int, wbits: int, what: str, code: str) -> bytes:
-    out = bytearray()
+    parts: list[bytes] = []  # one member (the usual case) is returned as inflated, without a copy
+    size = 0
     rest = bytes(data)
-    members = 0
     while True:
         d = zlib.decompressobj(wbits)
         try:
             # max_length bounds what zlib may produce from this member: one byte past the budget
             # is enough to know it is over.
-            out += d.decompress(rest, max_bytes - len(out) + 1)
+            parts.append(d.decompress(rest, max_bytes - size + 1))
         except zlib.error as exc:
             raise BadRequest(f"corrupt {what} data: {exc}", code=code) from None
-        if len(out) > max_bytes:
+        size += len(parts[-1])
+        if size > max_bytes:
             raise _too_large(what, max_bytes)
         if not d.eof:
             # Below the budget zlib consumed all its input without reaching the end of the stream.
             raise BadRequest(f"truncated {what} stream (it ends before its trailer)", code=code)
-        members += 1
         rest = d.unused_data
         if not rest:
-            return bytes(out)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         if wbits != 31 or not rest.startswith(GZIP_MAGIC):
             raise BadRequest(f"{len(rest)} bytes of trailing garbage after the {what} stream", code=code)
+        if len(parts) == MAX_MEMBERS:
+            raise BadRequest(f"more than {MAX_MEMBERS} gzip members in one body", code=code)
         # RFC 1952: a gzip file may be several members back to back; they decode to the concatenation.
 
 
@@ -111,7 +117,11 @@ def inflate_zstd(data: bytes, max_bytes: int) -> bytes:
     decompressor = zstandard.ZstdDecompressor(max_window_size=_zstd_window_limit(max_bytes))
     if not data:
         raise BadRequest("empty zstd stream", code="bad_zstd")
+    frames = 0
     while pos < len(data):
+        if frames == MAX_MEMBERS:
+            raise BadRequest(f"more than {MAX_MEMBERS} zstd frames in one body", code="bad_zstd")
+        frames += 1
         d = decompressor.decompressobj()
         frame_start = pos
         try:

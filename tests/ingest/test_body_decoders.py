@@ -56,6 +56,15 @@ def test_gzip_round_trips_and_accepts_concatenated_members():
     assert inflate_gzip(gzip.compress(DOC[:100]) + gzip.compress(DOC[100:]), 10 * MiB) == DOC
 
 
+def test_gzip_of_up_to_64_members_is_accepted_and_more_is_refused():
+    member = gzip.compress(b"[1]", mtime=0)
+    assert inflate_gzip(member * 64, 10 * MiB) == b"[1]" * 64
+    for n in (65, 80_000):  # 80,000 tiny members used to cost seconds of copying the rest of the body
+        with pytest.raises(BadRequest) as err:
+            inflate_gzip(member * n, 10 * MiB)
+        assert err.value.code == "bad_gzip" and "more than 64 gzip members" in err.value.detail
+
+
 def test_gzip_output_of_exactly_max_bytes_is_accepted_and_one_more_is_not():
     assert inflate_gzip(gzip.compress(DOC), len(DOC)) == DOC
     with pytest.raises(PayloadTooLarge) as err:
@@ -108,6 +117,15 @@ def test_zstd_round_trips_one_frame_several_frames_and_skippable_frames():
     assert inflate_zstd(c.compress(DOC[:999]) + skippable + c.compress(DOC[999:]), 10 * MiB) == DOC
     streamed = c.compressobj()
     assert inflate_zstd(streamed.compress(DOC) + streamed.flush(), 10 * MiB) == DOC  # no content size
+
+
+def test_zstd_of_up_to_64_frames_is_accepted_and_more_is_refused():
+    frame = zstandard.ZstdCompressor().compress(b"[1]")
+    assert inflate_zstd(frame * 64, 10 * MiB) == b"[1]" * 64
+    for n in (65, 300_000):
+        with pytest.raises(BadRequest) as err:
+            inflate_zstd(frame * n, 10 * MiB)
+        assert err.value.code == "bad_zstd" and "more than 64 zstd frames" in err.value.detail
 
 
 def test_zstd_bomb_is_refused_whatever_its_frame_header_claims():
