@@ -260,3 +260,24 @@ def test_an_upload_the_packer_declines_is_stored_by_the_ordinary_path(server, pr
     assert post_batch(server.url, project.token, "surrogate", broken, batch_id="b1").status_code == 200
     assert metric(server, PACKED) == before  # a lone surrogate escape: the ordinary path makes it U+FFFD
     assert fetch_events(server.url, project, "surrogate")[0]["data"]["payload"] == "a\ufffdb"
+
+
+def test_without_the_packer_an_unmasked_project_is_stored_the_ordinary_way(tmp_path):
+    """REPLAY_NATIVE=0 (or an install without a compiler): no packing, the same stored events."""
+    from harness import ReplayProcess, TestProject
+
+    proc = ReplayProcess(tmp_path / "data", "--flush-interval", "0.2", env={"REPLAY_NATIVE": "0"}).start()
+    try:
+        assert "the JSON-to-msgpack packer" in "".join(proc.output)  # named among the parts run in Python
+        project = TestProject(proc.printed(r"project (\S+) "), proc.printed(r"ingest token: (\S+)"),
+                              proc.printed(r"API key \(shown once, keep it\): (\S+)"))
+        r = requests.put(f"{proc.url}/api/projects/{project.id}/policy", json={"enforce": False},
+                         headers={"Authorization": f"Bearer {project.api_key}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert post_batch(proc.url, project.token, "python", FIXTURE, batch_id="b1").status_code == 200
+        assert fetch_events(proc.url, project, "python") == sorted(FIXTURE, key=lambda e: e["timestamp"])
+        packed = [line for line in requests.get(f"{proc.url}/metrics", timeout=30).text.splitlines()
+                  if line.startswith(PACKED)]
+        assert packed in ([], [f"{PACKED} 0.0"])
+    finally:
+        proc.terminate()
