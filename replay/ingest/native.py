@@ -71,21 +71,16 @@ async def post_recordings(request: web.Request) -> web.Response:
     service.rate_limiter.check(token)
     session_id = check_id(payload.get("session_id"), "session_id", limits)
     window_id = check_id(payload.get("window_id"), "window_id", limits)
-    batch = Batch(
-        project_id=project.id,
-        session_id=session_id,
-        window_id=window_id,
-        batch_id=check_batch_id(payload.get("batch_id")),
-        distinct_id=check_distinct_id(payload.get("distinct_id"), limits),
-        events=[],
-    )
+    batch_id = check_batch_id(payload.get("batch_id"))
+    distinct_id = check_distinct_id(payload.get("distinct_id"), limits)
+    packed = None
     if isinstance(payload, NativeEnvelope):  # packed, not decoded: see some_project_unmasked
         if not service.privacy.policy(project).enforce:
-            batch.packed = pack_events(payload.events, window_id, limits)
-        if batch.packed is None:  # this project masks, or the events need the ordinary path
+            packed = pack_events(payload.events, window_id, limits)
+        if packed is None:  # this project masks, or the events need the ordinary path
             payload = parse_json(body)
-    if batch.packed is None:
-        batch.events = check_events(payload.get("events"), limits)
+    events = [] if packed is not None else check_events(payload.get("events"), limits)
+    batch = Batch(project.id, session_id, window_id, batch_id, events, distinct_id, packed=packed)
     accepted = await service.accept(project, [batch])
     # orjson: the stdlib encoder is a visible share of a small upload's CPU.
     return web.Response(body=orjson.dumps({"status": "ok", "accepted_events": accepted}),
