@@ -59,7 +59,7 @@ def _tune_gc() -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    from replay.ingest import body, unmasked
+    from replay.ingest import body, packed
     from replay.privacy import walk
     from replay.web.app import start_server
 
@@ -77,7 +77,7 @@ async def _serve(args: argparse.Namespace) -> int:
     print(f"  demo: {url}/demo   sessions: {url}/", flush=True)
     missing = [part for part, built in (("the masking walk", walk.native_walk is not None),
                                         ("the decoded-upload helper", body.UNTRACKS_DECODED),
-                                        ("the JSON-to-msgpack packer", unmasked.BUILT)) if not built]
+                                        ("the JSON-to-msgpack packer", packed.BUILT)) if not built]
     if missing:
         print(f"  {' and '.join(missing)} run in Python, slower: the C parts were not built at install "
               "(they need a C compiler and Python's headers; see README, Performance)", flush=True)

@@ -89,6 +89,12 @@ def pack_items(window_id: str, events: list[dict[str, Any]]) -> bytes:
 _encode_msgpack = msgspec.msgpack.encode
 
 
+def join_packed_items(window_id: str, events: list[Any]) -> bytes:
+    """``pack_items`` for events already packed one by one (ingest/packed.py): the same bytes."""
+    prefix = b"\x92" + _encode_msgpack(window_id)  # [window_id, event]
+    return prefix + prefix.join(events)
+
+
 def compress_block(parts: list[bytes], count: int, level: int = HOT_LEVEL) -> bytes:
     """One zstd frame of the msgpack array made of ``count`` packed items in ``parts``."""
     return _compressor(level).compress(array_header(count) + b"".join(parts))

@@ -30,8 +30,8 @@ HELP = {
     "replay_store_errors_total": "blob store operations that failed, by operation",
     "replay_erased_sessions_total": "sessions erased through the API",
     "replay_http_requests_total": "HTTP requests answered, by method, route and status",
-    "replay_batches_packed_unmasked_total": "batches of projects that do not mask on the server, packed "
-                                            "straight from their JSON (never decoded)",
+    "replay_batches_packed_total": "JSON uploads packed straight from their text, their events never decoded "
+                                   "whole (full snapshots masked on their packed form)",
 }
 
 

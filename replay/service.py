@@ -10,7 +10,6 @@ from typing import Any, AsyncIterator
 
 from replay import codec
 from replay.catalog import Project, SessionSummary, SqliteCatalog, open_catalog
-from replay.catalog.sqlite import PROJECT_CACHE_SECONDS
 from replay.catalog.summary import summarize
 from replay.compaction import Compactor, PassReport
 from replay.config import Settings
@@ -58,7 +57,6 @@ class Service:
         self.compactor = Compactor(self.store, self.catalog, settings.node, grace=settings.compact_grace,
                                    default_retention=settings.retention_days, metrics=self.metrics)
         self._compacting: asyncio.Task | None = None
-        self._unmasked: tuple[float, int, bool] = (-PROJECT_CACHE_SECONDS, -1, False)  # (read at, policy_changes, answer)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -102,21 +100,6 @@ class Service:
         return await self.catalog.create_project("default", self.settings.retention_days)
 
     # -- ingest ----------------------------------------------------------------------------------
-
-    async def some_project_unmasked(self) -> bool:
-        """Whether a project may take uploads without server-side masking (its policy says
-        ``enforce: false``), read again as often as project rows are. Ingest packs a JSON body before
-        reading its token only then (ingest/unmasked.py); each upload's own project still decides, so
-        a stale answer costs speed, never masking."""
-        read_at, changes, answer = self._unmasked
-        if time.monotonic() - read_at >= PROJECT_CACHE_SECONDS or changes != self.catalog.policy_changes:
-            # Marked fresh before the read: uploads arriving meanwhile keep the old answer instead of
-            # each reading the projects again (32 uploads in flight made 32 reads every 2 s).
-            changes = self.catalog.policy_changes
-            self._unmasked = (time.monotonic(), changes, answer)
-            answer = any(not self.privacy.policy(p).enforce for p in await self.catalog.projects())
-            self._unmasked = (time.monotonic(), changes, answer)
-        return answer
 
     async def accept(self, project: Project, batches: list[Batch]) -> int:
         """Make ``batches`` durable; returns how many events were new. A 200 may follow at once."""
@@ -175,16 +158,13 @@ class Service:
                 self.metrics.inc("replay_duplicate_batches_total")
                 continue
             kept.add((batch.session_id, batch.batch_id))
-            if batch.packed is not None:
-                # Packed without being decoded, which ingest does only for a project whose policy
-                # does not mask on the server; held here too, where the policy is applied.
-                if self.privacy.policy(project).enforce:
-                    raise RuntimeError("a packed batch for a project that masks on the server")
-                items, count, stats = batch.packed.items, batch.packed.count, batch.packed.stats
-                self.metrics.inc("replay_batches_packed_unmasked_total")
+            # The policy applies before anything reaches disk (DESIGN: invariants).
+            await self.privacy.enforce(project, batch)
+            if batch.packed is not None:  # never decoded whole (ingest/packed.py)
+                items = codec.join_packed_items(batch.window_id, batch.packed.events)
+                count, stats = len(batch.packed.events), summarize(batch.packed.fields)
+                self.metrics.inc("replay_batches_packed_total")
             else:
-                # The policy applies before anything reaches disk (DESIGN: invariants).
-                await self.privacy.enforce(project, batch)
                 try:
                     items = codec.pack_items(batch.window_id, batch.events)
                 except (ValueError, OverflowError, TypeError) as exc:

@@ -41,9 +41,9 @@ def require_native_walk() -> None:
 
 def require_json_packer() -> None:
     """The JSON-to-msgpack packer must be built in CI; elsewhere tests of it skip."""
-    from replay.ingest import unmasked
+    from replay.ingest import packed
 
-    _require_built("replay.ingest._json_to_msgpack", unmasked.BUILT)
+    _require_built("replay.ingest._json_to_msgpack", packed.BUILT)
 
 
 def _require_built(module: str, built: bool) -> None:

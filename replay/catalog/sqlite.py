@@ -153,7 +153,6 @@ class SqliteCatalog:
         # token -> (project, when read): ingest looks its project up per request. Entries expire so a
         # policy changed by another process (the CLI, another receiver) applies here within seconds.
         self._token_cache: dict[str, tuple[Project, float]] = {}
-        self.policy_changes = 0  # policies this process changed: its caches of them are stale
         self._erased: set[tuple[str, str]] = set()  # tombstones, all in memory: erasures are rare
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file we opened
 
@@ -271,7 +270,6 @@ class SqliteCatalog:
 
         await self._run(self._tx, tx)
         self._token_cache.clear()
-        self.policy_changes += 1
 
     @staticmethod
     def _insert_key(db: sqlite3.Connection, project_id: str, name: str) -> tuple[ApiKey, str]:

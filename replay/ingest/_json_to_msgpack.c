@@ -10,7 +10,7 @@
  *
  * Ingest of a project that does not mask on the server needs nothing from an upload but a few
  * fields of each event and the packed bytes: decoding its JSON into Python objects, packing them
- * and freeing them cost 2.3x what this path does (bench/unmasked_packing.py).
+ * and freeing them cost 2.3x what this path does (bench/packed_ingest.py).
  *
  * Containers are written with a 5-byte placeholder header and their count recorded; one final
  * copy writes each with the smallest header, as msgspec does. Untrusted input: every read is

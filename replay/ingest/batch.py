@@ -5,16 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from replay.catalog.summary import EventStats
 
-
-@dataclass(frozen=True)
+@dataclass
 class PackedEvents:
-    """A batch's events as stored (``codec.pack_items``'s items) and their summary, never decoded."""
+    """A batch's events each packed as msgpack (ingest/packed.py), never decoded whole.
 
-    items: bytes
-    count: int
-    stats: EventStats
+    ``fields`` holds what checks and ``summarize`` read of each event. Masking replaces entries of
+    both lists in place (``privacy.enforce_packed``), as it changes decoded events in place.
+    """
+
+    events: list[Any]  # msgspec.Raw or bytes: anything bytes.join takes
+    fields: list[dict[str, Any]]
 
 
 @dataclass
@@ -33,5 +34,5 @@ class Batch:
     events: list[dict[str, Any]]
     distinct_id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    # Set instead of ``events`` for a project that does not mask on the server (ingest/unmasked.py).
+    # Set instead of ``events`` for JSON uploads packed without being decoded (ingest/packed.py).
     packed: PackedEvents | None = None

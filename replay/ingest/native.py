@@ -18,9 +18,8 @@ from aiohttp import web
 from replay.errors import BadRequest, Unauthorized, UnsupportedMediaType
 from replay.ingest.batch import Batch
 from replay.ingest.body import decode_content, parse_json, parse_msgpack
-from replay.ingest.unmasked import NativeEnvelope, pack_events, read_envelope
+from replay.ingest.packed import NativeEnvelope, read_envelope, read_events
 from replay.ingest.upload import read_upload
-from replay.ingest.value_budget import check_json_value_budget
 from replay.ingest.validate import check_batch_id, check_distinct_id, check_events, check_id
 from replay.web.cors import CorsMode, allow_cors
 from replay.web.keys import SERVICE
@@ -51,11 +50,7 @@ async def post_recordings(request: web.Request) -> web.Response:
     if ctype in MSGPACK_TYPES:
         payload: Any = parse_msgpack(body, limits.max_decoded_bytes)
     elif ctype in JSON_TYPES:
-        envelope = None
-        if await service.some_project_unmasked():
-            check_json_value_budget(body)  # what parse_json holds every JSON body to
-            envelope = read_envelope(body)
-        payload = envelope or parse_json(body)
+        payload = read_envelope(body) or parse_json(body)
     else:
         raise UnsupportedMediaType(f"Content-Type {ctype!r}: send application/json or application/msgpack",
                                    code="unsupported_content_type")
@@ -74,10 +69,9 @@ async def post_recordings(request: web.Request) -> web.Response:
     batch_id = check_batch_id(payload.get("batch_id"))
     distinct_id = check_distinct_id(payload.get("distinct_id"), limits)
     packed = None
-    if isinstance(payload, NativeEnvelope):  # packed, not decoded: see some_project_unmasked
-        if not service.privacy.policy(project).enforce:
-            packed = pack_events(payload.events, window_id, limits)
-        if packed is None:  # this project masks, or the events need the ordinary path
+    if isinstance(payload, NativeEnvelope):  # its events left packed (ingest/packed.py)
+        packed = read_events(payload.events, limits)
+        if packed is None:  # events the ordinary path must look at
             payload = parse_json(body)
     events = [] if packed is not None else check_events(payload.get("events"), limits)
     batch = Batch(project.id, session_id, window_id, batch_id, events, distinct_id, packed=packed)

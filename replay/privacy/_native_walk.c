@@ -120,13 +120,11 @@ static Py_ssize_t prefix_len[MAX_PREFIXES];
 static unsigned long long prefixes_by_first[128]; /* bit i: prefix i starts with this character */
 static int prefixes_set; /* set_token_prefixes() was called (detectors._TOKEN_PREFIXES) */
 
-static int has_token_prefix(PyObject *text, Py_ssize_t start, Py_ssize_t end) {
+static int has_token_prefix(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
     if (!prefixes_set) {
         PyErr_SetString(PyExc_RuntimeError, "_native_walk.set_token_prefixes() was not called");
         return -1;
     }
-    int kind = PyUnicode_KIND(text);
-    const void *data = PyUnicode_DATA(text);
     for (Py_ssize_t i = start; i < end; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         unsigned long long candidates = c < 128 ? prefixes_by_first[c] : 0;
@@ -156,28 +154,42 @@ static int has_token_prefix(PyObject *text, Py_ssize_t start, Py_ssize_t end) {
  *   a token prefix, or a whole [\w-] run of 32-200 characters of [A-Za-z0-9_-] with two
  *   digits (_ENTROPY_CANDIDATE)           -> word */
 enum { FULL_PATTERN = 1, WORD_PATTERN = 2 };
-static inline __attribute__((always_inline)) int scan_for_pii(PyObject *text, int kind, const void *data,
-                                                              Py_ssize_t start, Py_ssize_t end);
+static inline __attribute__((always_inline)) int scan_for_pii(int kind, const void *data, Py_ssize_t start,
+                                                              Py_ssize_t end);
 
-static int may_contain_pii_from(PyObject *text, Py_ssize_t start) {
-    Py_ssize_t end = PyUnicode_GET_LENGTH(text);
-    if (PyUnicode_FindChar(text, '@', start, end, 1) >= 0)
+static Py_ssize_t find_char(int kind, const void *data, Py_ssize_t start, Py_ssize_t end, Py_UCS4 ch) {
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const void *at = start < end ? memchr((const char *)data + start, (int)ch, (size_t)(end - start)) : NULL;
+        return at == NULL ? -1 : (const char *)at - (const char *)data;
+    }
+    for (Py_ssize_t i = start; i < end; i++)
+        if (PyUnicode_READ(kind, data, i) == ch)
+            return i;
+    return -1;
+}
+
+/* The prefilter over text[start:end] of a str's kind and data (ASCII bytes are the 1-byte kind). */
+static int pii_in(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
+    if (find_char(kind, data, start, end, '@') >= 0)
         return FULL_PATTERN;
     if (end - start < 7)
         return 0;
-    const void *data = PyUnicode_DATA(text);
-    switch (PyUnicode_KIND(text)) {  /* one loop per width: the character reads become plain loads */
+    switch (kind) {  /* one loop per width: the character reads become plain loads */
     case PyUnicode_1BYTE_KIND:
-        return scan_for_pii(text, PyUnicode_1BYTE_KIND, data, start, end);
+        return scan_for_pii(PyUnicode_1BYTE_KIND, data, start, end);
     case PyUnicode_2BYTE_KIND:
-        return scan_for_pii(text, PyUnicode_2BYTE_KIND, data, start, end);
+        return scan_for_pii(PyUnicode_2BYTE_KIND, data, start, end);
     default:
-        return scan_for_pii(text, PyUnicode_4BYTE_KIND, data, start, end);
+        return scan_for_pii(PyUnicode_4BYTE_KIND, data, start, end);
     }
 }
 
-static inline __attribute__((always_inline)) int scan_for_pii(PyObject *text, int kind, const void *data,
-                                                              Py_ssize_t start, Py_ssize_t end) {
+static int may_contain_pii_from(PyObject *text, Py_ssize_t start) {
+    return pii_in(PyUnicode_KIND(text), PyUnicode_DATA(text), start, PyUnicode_GET_LENGTH(text));
+}
+
+static inline __attribute__((always_inline)) int scan_for_pii(int kind, const void *data, Py_ssize_t start,
+                                                              Py_ssize_t end) {
     int numeric_digits = 0, iban = 0, word_run_11 = 0, entropy = 0;
     Py_ssize_t run = 0, run_digits = 0;
     int run_ascii = 1;
@@ -216,7 +228,7 @@ static inline __attribute__((always_inline)) int scan_for_pii(PyObject *text, in
         return WORD_PATTERN;
     if (!word_run_11)
         return 0;
-    int prefix = has_token_prefix(text, start, end);
+    int prefix = has_token_prefix(kind, data, start, end);
     return prefix > 0 ? WORD_PATTERN : prefix;
 }
 
@@ -227,12 +239,9 @@ static int is_ascii_letter(Py_UCS4 c) { return (c >= 'a' && c <= 'z') || (c >= '
 /* detectors.url_may_contain_pii: the scheme and host, matched by [A-Za-z][A-Za-z0-9+.-]*://[^/?#@]*,
  * cannot hold PII. The scheme class has no ":", so the first "://" after it is the only one the
  * pattern can match and no backtracking is needed. */
-static int url_may_contain_pii(PyObject *url) {
-    Py_ssize_t n = PyUnicode_GET_LENGTH(url);
-    if (PyUnicode_FindChar(url, '@', 0, n, 1) >= 0)
+static int url_pii_in(int kind, const void *data, Py_ssize_t n) {
+    if (find_char(kind, data, 0, n, '@') >= 0)
         return 1;
-    int kind = PyUnicode_KIND(url);
-    const void *data = PyUnicode_DATA(url);
     Py_ssize_t i = 0;
     if (n > 0 && is_ascii_letter(PyUnicode_READ(kind, data, 0))) {
         i = 1;
@@ -255,7 +264,11 @@ static int url_may_contain_pii(PyObject *url) {
             i = 0;
         }
     }
-    return may_contain_pii_from(url, i);
+    return pii_in(kind, data, i, n);
+}
+
+static int url_may_contain_pii(PyObject *url) {
+    return url_pii_in(PyUnicode_KIND(url), PyUnicode_DATA(url), PyUnicode_GET_LENGTH(url));
 }
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -1023,6 +1036,732 @@ static PyObject *add_round(PyObject *module, PyObject *const *args, Py_ssize_t n
     return deferred;
 }
 
+/* ---- the walk over a packed full snapshot ----------------------------------------------------
+ * walk_packed(walker, event, delegate): Walker.event for a full snapshot given as msgpack (what
+ * _json_to_msgpack.c writes), returning the event's bytes with the policy applied, without
+ * decoding it into Python objects.
+ *
+ * A full snapshot's tree is walked from the ROOT context, and the fast path of the loop above
+ * never changes the context, so every node this loop keeps for itself is walked in ROOT. For
+ * each node it proves the same thing the loop above proves (the Python steps would change
+ * nothing and call no sink), does the mirror's bookkeeping, and goes on to the children. Any node
+ * it cannot prove that for (a form field, a <script>, a URL with parameters, text a detector
+ * might match, a selector candidate, an id the mirror already holds, a value of an unusual type)
+ * is handed whole, subtree included, to ``delegate(node_bytes, parent)``, which decodes it and
+ * runs Walker._walk on it from ROOT, exactly what the ordinary walk does at that point of the
+ * pre-order. So both walks make the same mirror and the same bytes; tests compare them.
+ * The one value changed here is an attribute the rules mask by name (Enforcer.text, mask_text).
+ *
+ * The bytes are checked whole before the walk starts (a malformed event raises ValueError and
+ * changes nothing); after that every read is still bounds-checked. */
+
+enum { MP_BAD, MP_NIL, MP_BOOL, MP_INT, MP_FLOAT, MP_STR, MP_BIN, MP_ARRAY, MP_MAP, MP_EXT };
+
+typedef struct {
+    int type;
+    Py_ssize_t start;          /* where the value's header starts */
+    Py_ssize_t data, len;      /* str/bin: the payload; array/map: elements (maps: pairs) */
+    long long i;               /* int (an unsigned over 2**63 reads as overflow = 1) */
+    int overflow;
+} MpValue;
+
+static inline uint32_t be16(const unsigned char *p) { return (uint32_t)p[0] << 8 | p[1]; }
+static inline uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t be64(const unsigned char *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+
+/* Reads the header at *pos into v and moves *pos past it (past a scalar's payload too; an array's
+ * or map's elements follow). 0, or -1 when the bytes end early or hold an unknown type. */
+static int mp_head(const unsigned char *b, Py_ssize_t n, Py_ssize_t *pos, MpValue *v) {
+    Py_ssize_t p = *pos;
+    if (p >= n)
+        return -1;
+    unsigned c = b[p++];
+    Py_ssize_t need = 0;
+    v->start = *pos;
+    v->overflow = 0;
+    if (c <= 0x7f || c >= 0xe0) {
+        v->type = MP_INT;
+        v->i = c <= 0x7f ? (long long)c : (long long)(signed char)c;
+    } else if (c >= 0xa0 && c <= 0xbf) {
+        v->type = MP_STR;
+        v->len = c & 0x1f;
+    } else if (c >= 0x90 && c <= 0x9f) {
+        v->type = MP_ARRAY;
+        v->len = c & 0x0f;
+    } else if (c >= 0x80 && c <= 0x8f) {
+        v->type = MP_MAP;
+        v->len = c & 0x0f;
+    } else {
+        static const signed char sizes[32] = {
+            /* c0 nil */ 0, -1, 0, 0, /* c4-c6 bin */ 1, 2, 4, /* c7-c9 ext */ 1, 2, 4, /* ca cb float */ 4, 8,
+            /* cc-cf uint */ 1, 2, 4, 8, /* d0-d3 int */ 1, 2, 4, 8, /* d4-d8 fixext */ 2, 3, 5, 9, 17,
+            /* d9-db str */ 1, 2, 4, /* dc dd array */ 2, 4, /* de df map */ 2, 4};
+        need = sizes[c - 0xc0];
+        if (need < 0 || p + need > n)
+            return -1;
+        const unsigned char *q = b + p;
+        p += need;
+        switch (c) {
+        case 0xc0: v->type = MP_NIL; break;
+        case 0xc2: case 0xc3: v->type = MP_BOOL; v->i = c == 0xc3; break;
+        case 0xc4: case 0xc5: case 0xc6:
+            v->type = MP_BIN;
+            v->len = c == 0xc4 ? q[0] : c == 0xc5 ? be16(q) : be32(q);
+            break;
+        case 0xc7: case 0xc8: case 0xc9:
+            v->type = MP_EXT;
+            v->len = (c == 0xc7 ? q[0] : c == 0xc8 ? be16(q) : be32(q)) + 1;
+            break;
+        case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
+            v->type = MP_EXT;
+            v->len = 0;  /* the type byte and data were counted in need */
+            break;
+        case 0xca: case 0xcb: v->type = MP_FLOAT; break;
+        case 0xcc: v->type = MP_INT; v->i = q[0]; break;
+        case 0xcd: v->type = MP_INT; v->i = be16(q); break;
+        case 0xce: v->type = MP_INT; v->i = be32(q); break;
+        case 0xcf: {
+            uint64_t u = be64(q);
+            v->type = MP_INT;
+            v->overflow = u > (uint64_t)LLONG_MAX;
+            v->i = v->overflow ? 0 : (long long)u;
+            break;
+        }
+        case 0xd0: v->type = MP_INT; v->i = (signed char)q[0]; break;
+        case 0xd1: v->type = MP_INT; v->i = (int16_t)be16(q); break;
+        case 0xd2: v->type = MP_INT; v->i = (int32_t)be32(q); break;
+        case 0xd3: v->type = MP_INT; v->i = (long long)(int64_t)be64(q); break;
+        case 0xd9: v->type = MP_STR; v->len = q[0]; break;
+        case 0xda: v->type = MP_STR; v->len = be16(q); break;
+        case 0xdb: v->type = MP_STR; v->len = be32(q); break;
+        case 0xdc: v->type = MP_ARRAY; v->len = be16(q); break;
+        case 0xdd: v->type = MP_ARRAY; v->len = be32(q); break;
+        case 0xde: v->type = MP_MAP; v->len = be16(q); break;
+        case 0xdf: v->type = MP_MAP; v->len = be32(q); break;
+        }
+    }
+    if (v->type == MP_STR || v->type == MP_BIN || v->type == MP_EXT) {
+        if (v->len > n - p)
+            return -1;
+        v->data = p;
+        p += v->len;
+    }
+    *pos = p;
+    return 0;
+}
+
+static inline int str_is(const unsigned char *b, const MpValue *v, const char *text, Py_ssize_t len) {
+    return v->type == MP_STR && v->len == len && memcmp(b + v->data, text, (size_t)len) == 0;
+}
+
+static int is_ascii(const unsigned char *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s[i] & 0x80)
+            return 0;
+    return 1;
+}
+
+/* str objects for the attribute names and tags of packed snapshots, as they are and lower-cased:
+ * a few dozen names make up nearly every attribute of every page. ASCII names of up to 32 bytes;
+ * the table is emptied when full (names come from pages). */
+#define NAME_SLOTS 1024
+#define NAME_BYTES 32
+typedef struct {
+    unsigned char len;
+    char text[NAME_BYTES];
+    PyObject *name, *lower;
+} NameEntry;
+static NameEntry names[NAME_SLOTS];
+static int names_used;
+
+static void names_clear(void) {
+    for (int i = 0; i < NAME_SLOTS; i++) {
+        Py_CLEAR(names[i].name);
+        Py_CLEAR(names[i].lower);
+        names[i].len = 0;
+    }
+    names_used = 0;
+}
+
+/* The entry for an ASCII name (borrowed references in it); NULL with an exception set on error,
+ * NULL without one when the name is not ASCII or too long (the caller hands the node to Python). */
+static NameEntry *name_entry(const unsigned char *s, Py_ssize_t len) {
+    if (len > NAME_BYTES || !is_ascii(s, len))
+        return NULL;
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < len; i++)
+        h = (h ^ s[i]) * 16777619u;
+    for (int probe = 0; probe < 8; probe++) {
+        NameEntry *e = &names[(h + (uint32_t)probe) % NAME_SLOTS];
+        if (e->name != NULL) {
+            if (e->len == len && memcmp(e->text, s, (size_t)len) == 0)
+                return e;
+            continue;
+        }
+        if (names_used >= NAME_SLOTS / 2) {
+            names_clear();
+            return name_entry(s, len);
+        }
+        PyObject *name = PyUnicode_FromStringAndSize((const char *)s, len);
+        if (name == NULL)
+            return NULL;
+        PyObject *lower = lowered(name);
+        if (lower == NULL) {
+            Py_DECREF(name);
+            return NULL;
+        }
+        PyUnicode_InternInPlace(&name);
+        e->name = name;
+        e->lower = lower;
+        e->len = (unsigned char)len;
+        memcpy(e->text, s, (size_t)len);
+        names_used++;
+        return e;
+    }
+    names_clear();
+    return name_entry(s, len);
+}
+
+/* The prefilters over a packed str: its bytes when ASCII, else the decoded str. */
+static int packed_pii(const unsigned char *s, Py_ssize_t len, int url) {
+    if (is_ascii(s, len))
+        return url ? url_pii_in(PyUnicode_1BYTE_KIND, s, len) : pii_in(PyUnicode_1BYTE_KIND, s, 0, len);
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)s, len, NULL);
+    if (text == NULL)
+        return -1;
+    int r = url ? url_may_contain_pii(text) : may_contain_pii(text);
+    Py_DECREF(text);
+    return r;
+}
+
+typedef struct {
+    Py_ssize_t start, end;
+    PyObject *bytes;  /* what replaces b[start:end] */
+} Splice;
+
+typedef struct {
+    Py_ssize_t start, end;  /* a non-empty array or map: where its header starts, where it ends */
+} Span;
+
+typedef struct {
+    Walk w;
+    PyObject *delegate, *event, *root_ctx;
+    const unsigned char *b;
+    Py_ssize_t n;
+    Splice *splices;
+    Py_ssize_t nsplices, cap;
+    Py_ssize_t delegated;  /* nodes handed to Python (a figure for the tests and the bench) */
+    /* Every non-empty container's end, in the order they start: a node's keys come in any order
+     * (rrweb writes childNodes before id), so reading a node skips its children, and without this
+     * table every level would re-read the subtree below it. */
+    Span *spans;
+    Py_ssize_t nspans;
+} Packed;
+
+/* One pass over the event: checks it is one well-formed msgpack value and fills pk->spans. */
+static int build_spans(Packed *pk) {
+    typedef struct {
+        Py_ssize_t span, remaining;
+    } Open;
+    Open *open = NULL;
+    Py_ssize_t depth = 0, cap_open = 0, cap_spans = 0, pos = 0, top = 1;
+    int rc = -1;
+    for (;;) {
+        Py_ssize_t *remaining = depth ? &open[depth - 1].remaining : &top;
+        if (*remaining == 0) {
+            if (depth == 0)
+                break;
+            pk->spans[open[--depth].span].end = pos;
+            continue;
+        }
+        (*remaining)--;
+        MpValue v;
+        if (mp_head(pk->b, pk->n, &pos, &v) < 0)
+            goto done;
+        if (v.type != MP_ARRAY && v.type != MP_MAP)
+            continue;
+        Py_ssize_t more = v.type == MP_MAP ? 2 * v.len : v.len;
+        if (more > pk->n - pos)  /* each element takes a byte at least */
+            goto done;
+        if (more == 0)
+            continue;
+        if (pk->nspans == cap_spans) {
+            cap_spans = cap_spans ? cap_spans * 2 : 256;
+            Span *grown = PyMem_Realloc(pk->spans, (size_t)cap_spans * sizeof(Span));
+            if (grown == NULL)
+                goto nomemory;
+            pk->spans = grown;
+        }
+        if (depth == cap_open) {
+            cap_open = cap_open ? cap_open * 2 : 64;
+            Open *grown = PyMem_Realloc(open, (size_t)cap_open * sizeof(Open));
+            if (grown == NULL)
+                goto nomemory;
+            open = grown;
+        }
+        pk->spans[pk->nspans] = (Span){v.start, -1};
+        open[depth++] = (Open){pk->nspans++, more};
+    }
+    rc = pos == pk->n ? 0 : -1;
+done:
+    if (rc < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "walk_packed: the event is not one msgpack value");
+    PyMem_Free(open);
+    return rc;
+nomemory:
+    PyErr_NoMemory();
+    goto done;
+}
+
+/* Moves *pos past the value there (a container's end from the table); -1 malformed. */
+static int pk_skip(const Packed *pk, Py_ssize_t *pos) {
+    MpValue v;
+    if (mp_head(pk->b, pk->n, pos, &v) < 0)
+        return -1;
+    if ((v.type != MP_ARRAY && v.type != MP_MAP) || v.len == 0)
+        return 0;
+    Py_ssize_t lo = 0, hi = pk->nspans;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (pk->spans[mid].start < v.start)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == pk->nspans || pk->spans[lo].start != v.start)
+        return -1;
+    *pos = pk->spans[lo].end;
+    return 0;
+}
+
+static int add_splice(Packed *pk, Py_ssize_t start, Py_ssize_t end, PyObject *bytes) {
+    if (pk->nsplices == pk->cap) {
+        Py_ssize_t cap = pk->cap ? pk->cap * 2 : 16;
+        Splice *grown = PyMem_Realloc(pk->splices, (size_t)cap * sizeof(Splice));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        pk->splices = grown;
+        pk->cap = cap;
+    }
+    pk->splices[pk->nsplices++] = (Splice){start, end, Py_NewRef(bytes)};
+    return 0;
+}
+
+static void drop_splices(Packed *pk, Py_ssize_t keep) {
+    while (pk->nsplices > keep)
+        Py_DECREF(pk->splices[--pk->nsplices].bytes);
+}
+
+/* The node b[start:end] walked by Python (Walker._walk from ROOT via ``delegate``). */
+static int delegate_node(Packed *pk, Py_ssize_t start, Py_ssize_t end, PyObject *parent) {
+    PyObject *before = PyBytes_FromStringAndSize((const char *)pk->b + start, end - start);
+    if (before == NULL)
+        return -1;
+    PyObject *after = PyObject_CallFunctionObjArgs(pk->delegate, before, parent, NULL);
+    int rc = -1;
+    if (after != NULL && !PyBytes_Check(after))
+        PyErr_SetString(PyExc_TypeError, "walk_packed: delegate must return bytes");
+    else if (after != NULL) {
+        int same = PyBytes_GET_SIZE(after) == end - start
+                   && memcmp(PyBytes_AS_STRING(after), pk->b + start, (size_t)(end - start)) == 0;
+        rc = same ? 0 : add_splice(pk, start, end, after);
+        pk->delegated++;
+    }
+    Py_DECREF(before);
+    Py_XDECREF(after);
+    return rc;
+}
+
+/* A str as msgpack writes it (the shortest header, as msgspec does). */
+static PyObject *packed_str(PyObject *text) {
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &len);
+    if (utf8 == NULL)
+        return NULL;
+    unsigned char head[5];
+    int h;
+    if (len < 32) {
+        head[0] = (unsigned char)(0xa0 | len);
+        h = 1;
+    } else if (len < 256) {
+        head[0] = 0xd9, head[1] = (unsigned char)len;
+        h = 2;
+    } else if (len < 65536) {
+        head[0] = 0xda, head[1] = (unsigned char)(len >> 8), head[2] = (unsigned char)len;
+        h = 3;
+    } else {
+        head[0] = 0xdb;
+        for (int i = 0; i < 4; i++)
+            head[1 + i] = (unsigned char)((uint64_t)len >> (24 - 8 * i));
+        h = 5;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, h + len);
+    if (out != NULL) {
+        memcpy(PyBytes_AS_STRING(out), head, (size_t)h);
+        memcpy(PyBytes_AS_STRING(out) + h, utf8, (size_t)len);
+    }
+    return out;
+}
+
+/* attribute_unchanged for a packed value (lname: the lower-cased name): 1 unchanged, 2 masked as
+ * text here, 0 Python must decide, -1 error. */
+static int packed_attribute_unchanged(Packed *pk, PyObject *lname, const unsigned char *s, Py_ssize_t len) {
+    Walk *w = &pk->w;
+    int r = PySet_Contains(URL_ATTRIBUTES, lname);
+    if (r != 0) {
+        if (r < 0 || memchr(s, '=', (size_t)len) != NULL)
+            return r < 0 ? -1 : 0;
+        r = packed_pii(s, len, 1);
+        return r < 0 ? -1 : !r;
+    }
+    if ((r = PySet_Contains(STRUCTURAL, lname)) != 0)
+        return r;
+    if (starts_with_rr(lname))
+        return 1;
+    if (PyUnicode_Compare(lname, s_value) == 0)
+        return 0;
+    PyObject *masked = PyDict_GetItemWithError(w->name_cache, lname);
+    if (masked == Py_True && w->mask_here)
+        return 2;
+    if (masked != Py_False)
+        return PyErr_Occurred() ? -1 : 0;
+    if ((r = PyDict_Contains(w->attr_selectors, lname)) != 0)
+        return r < 0 ? -1 : 0;
+    r = packed_pii(s, len, 0);
+    return r < 0 ? -1 : !r;
+}
+
+/* The fields of a node map that the walk reads, located (type MP_BAD: absent). */
+typedef struct {
+    MpValue id, type, tag, attrs, children, text;
+} NodeFields;
+
+static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth);
+
+/* The element at b[start:end]: 1 walked here (*node_out set), 0 Python must walk it, -1 error. */
+static int packed_element(Packed *pk, const NodeFields *f, PyObject *sid, PyObject *parent, PyObject **node_out) {
+    Walk *w = &pk->w;
+    const unsigned char *b = pk->b;
+    PyObject *tag = s_empty, *kept = NULL, *node = NULL;
+    Py_ssize_t splices_before = pk->nsplices;
+    int rc = 0;
+    if (f->tag.type == MP_STR) {
+        NameEntry *e = name_entry(b + f->tag.data, f->tag.len);
+        if (e == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        tag = e->lower;
+    } else if (f->tag.type != MP_BAD && f->tag.type != MP_NIL) {
+        return 0;  /* str(tagName) of another type: Python's business */
+    }
+    Py_INCREF(tag);  /* the name table may be emptied while the attributes are read */
+    if (f->attrs.type == MP_MAP) {
+        Py_ssize_t pos = f->attrs.start;
+        MpValue m, k, v;
+        if (mp_head(b, pk->n, &pos, &m) < 0)
+            goto malformed;
+        for (Py_ssize_t i = 0; i < m.len; i++) {
+            if (mp_head(b, pk->n, &pos, &k) < 0)
+                goto malformed;
+            Py_ssize_t vstart = pos;
+            if (mp_head(b, pk->n, &vstart, &v) < 0)
+                goto malformed;
+            vstart = pos;
+            if (pk_skip(pk, &pos) < 0)
+                goto malformed;
+            if (k.type != MP_STR)
+                goto python;
+            NameEntry *e = name_entry(b + k.data, k.len);
+            if (e == NULL) {
+                if (PyErr_Occurred())
+                    goto error;
+                goto python;
+            }
+            if (v.type != MP_STR)
+                continue;  /* not kept, never masked: neither walk looks at it */
+            int r = PySet_Contains(w->keep, e->name);
+            if (r < 0)
+                goto error;
+            if (r) {  /* SessionMirror.add keeps it */
+                PyObject *value = PyUnicode_DecodeUTF8((const char *)b + v.data, v.len, NULL);
+                if (value == NULL || (kept == NULL && (kept = PyDict_New()) == NULL)
+                    || PyDict_SetItem(kept, e->name, value) < 0) {
+                    Py_XDECREF(value);
+                    goto error;
+                }
+                Py_DECREF(value);
+            }
+            if ((r = PySet_Contains(STRUCTURAL, e->name)) != 0) {
+                if (r < 0)
+                    goto error;
+                continue;
+            }
+            if (v.len == 0)
+                continue;
+            r = packed_attribute_unchanged(pk, e->lower, b + v.data, v.len);
+            if (r < 0)
+                goto error;
+            if (r == 0)
+                goto python;
+            if (r == 2) {  /* masked by name: Enforcer.text(..., True) */
+                PyObject *value = PyUnicode_DecodeUTF8((const char *)b + v.data, v.len, NULL);
+                PyObject *masked = value == NULL ? NULL : masked_text(value);
+                PyObject *out = masked == NULL || masked == value ? NULL : packed_str(masked);
+                int failed = masked == NULL || (masked != value && (out == NULL || add_splice(pk, vstart, pos, out) < 0));
+                Py_XDECREF(value);
+                Py_XDECREF(masked);
+                Py_XDECREF(out);
+                if (failed)
+                    goto error;
+            }
+        }
+    } else if (f->attrs.type != MP_BAD) {
+        goto python;  /* attributes that are not an object: rare, Python's */
+    }
+    PyObject *attrs = kept != NULL ? kept : EMPTY_ATTRS;
+    /* What sends the loop above to Walker._element (ROOT: nothing blocked, no text masked). */
+    int slow = might_match(w->block_keys, tag, attrs);
+    if (slow == 0)
+        slow = might_match(w->mask_keys, tag, attrs);
+    if (slow == 0)
+        slow = PySet_Contains(CONTEXT_TAGS, tag);
+    if (slow == 0)
+        slow = PySet_Contains(FIELD_TAGS, tag);
+    if (slow == 0)
+        slow = PyDict_Contains(attrs, s_contenteditable);
+    if (slow < 0)
+        goto error;
+    if (slow)
+        goto python;
+    if ((node = new_node(sid, tag, attrs, parent)) == NULL)
+        goto error;
+    if (PyDict_SetItem(w->nodes, sid, node) < 0 || link_child(parent, sid) < 0)
+        goto error;
+    *node_out = node;
+    node = NULL;
+    rc = 1;
+    goto done;
+malformed:
+    PyErr_SetString(PyExc_ValueError, "walk_packed: malformed msgpack");
+error:
+    rc = -1;
+    goto done;
+python:
+    drop_splices(pk, splices_before);
+    rc = 0;
+done:
+    Py_DECREF(tag);
+    Py_XDECREF(kept);
+    Py_XDECREF(node);
+    return rc;
+}
+
+/* One node map starting at b[start] and its subtree, in the walk's pre-order. */
+static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth) {
+    const unsigned char *b = pk->b;
+    Walk *w = &pk->w;
+    Py_ssize_t pos = start;
+    MpValue m, k, v;
+    NodeFields f;
+    f.id.type = f.type.type = f.tag.type = f.attrs.type = f.children.type = f.text.type = MP_BAD;
+    if (depth > 1000 || mp_head(b, pk->n, &pos, &m) < 0 || m.type != MP_MAP)
+        goto malformed;
+    for (Py_ssize_t i = 0; i < m.len; i++) {
+        if (mp_head(b, pk->n, &pos, &k) < 0)
+            goto malformed;
+        Py_ssize_t vpos = pos;
+        if (mp_head(b, pk->n, &vpos, &v) < 0 || pk_skip(pk, &pos) < 0)
+            goto malformed;
+        if (k.type != MP_STR)
+            continue;
+        MpValue *slot = NULL;
+        switch (k.len) {
+        case 2: slot = str_is(b, &k, "id", 2) ? &f.id : NULL; break;
+        case 4: slot = str_is(b, &k, "type", 4) ? &f.type : NULL; break;
+        case 7: slot = str_is(b, &k, "tagName", 7) ? &f.tag : NULL; break;
+        case 10: slot = str_is(b, &k, "attributes", 10) ? &f.attrs : str_is(b, &k, "childNodes", 10) ? &f.children : NULL; break;
+        case 11: slot = str_is(b, &k, "textContent", 11) ? &f.text : NULL; break;
+        }
+        if (slot != NULL)
+            *slot = v;  /* a key given twice: the last counts, as in a decoded dict */
+    }
+    Py_ssize_t end = pos;
+    if (f.id.type == MP_BOOL)
+        return delegate_node(pk, start, end, parent);  /* True is an int to Python */
+    if (f.id.type != MP_INT)
+        return 0;  /* no usable id: both walks skip the node and its subtree */
+    int kind = OTHER;
+    if (f.type.type == MP_INT)
+        kind = !f.type.overflow && f.type.i >= 0 && f.type.i <= 5 ? (int)f.type.i : OTHER;
+    else if (f.type.type == MP_BOOL || f.type.type == MP_FLOAT)
+        return delegate_node(pk, start, end, parent);  /* may equal a node type */
+    PyObject *sid = f.id.overflow ? PyLong_FromUnsignedLongLong(be64(b + f.id.start + 1)) : PyLong_FromLongLong(f.id.i);
+    if (sid == NULL)
+        return -1;
+    PyObject *node = NULL;
+    int rc = -1;
+    if (kind == ELEMENT) {
+        int known = PyDict_Contains(w->nodes, sid);
+        int r = known != 0 ? known : packed_element(pk, &f, sid, parent, &node);
+        if (r < 0)
+            goto done;
+        if (r == 0 || known) {
+            rc = delegate_node(pk, start, end, parent);
+            goto done;
+        }
+    } else if (kind == DOCUMENT) {
+        node = PyObject_CallMethodObjArgs(w->mirror, s_add, sid, s_document, Py_None, parent, NULL);
+        if (node == NULL)
+            goto done;
+    } else {  /* text, comment, CDATA, doctype and the rest: leaves */
+        int known = PyDict_Contains(w->leaves, sid);
+        if (known < 0)
+            goto done;
+        int pii = 0;
+        if (!known && (kind == TEXT || kind == COMMENT || kind == CDATA) && f.text.type == MP_STR)
+            pii = packed_pii(b + f.text.data, f.text.len, 0);  /* ROOT: only a detector could act */
+        if (pii < 0)
+            goto done;
+        if (known || pii)
+            rc = delegate_node(pk, start, end, parent);
+        else if (PyDict_SetItem(w->leaves, sid, parent) == 0)
+            rc = link_child(parent, sid);
+        goto done;
+    }
+    rc = 0;
+    if (f.children.type == MP_ARRAY) {
+        Py_ssize_t cpos = f.children.start;
+        MpValue a, c;
+        if (mp_head(b, pk->n, &cpos, &a) < 0)
+            goto malformed_done;
+        for (Py_ssize_t i = 0; i < a.len && rc == 0; i++) {
+            Py_ssize_t at = cpos;
+            if (mp_head(b, pk->n, &at, &c) < 0)
+                goto malformed_done;
+            if (c.type == MP_MAP)
+                rc = packed_node(pk, cpos, node, depth + 1);
+            if (rc == 0 && pk_skip(pk, &cpos) < 0)
+                goto malformed_done;
+        }
+    }
+    goto done;
+malformed_done:
+    PyErr_SetString(PyExc_ValueError, "walk_packed: malformed msgpack");
+    rc = -1;
+done:
+    Py_DECREF(sid);
+    Py_XDECREF(node);
+    return rc;
+malformed:
+    PyErr_SetString(PyExc_ValueError, "walk_packed: malformed msgpack");
+    return -1;
+}
+
+/* The value of ``key`` in the map at b[*pos] (its start in *pos); 0 absent or not a map, -1 malformed. */
+static int packed_field(const Packed *pk, Py_ssize_t *pos, const char *key) {
+    const unsigned char *b = pk->b;
+    Py_ssize_t n = pk->n;
+    MpValue m, k;
+    Py_ssize_t p = *pos, found = -1;
+    if (mp_head(b, n, &p, &m) < 0)
+        return -1;
+    if (m.type != MP_MAP)
+        return 0;
+    Py_ssize_t klen = (Py_ssize_t)strlen(key);
+    for (Py_ssize_t i = 0; i < m.len; i++) {
+        if (mp_head(b, n, &p, &k) < 0)
+            return -1;
+        if (str_is(b, &k, key, klen))
+            found = p;  /* the last one counts */
+        if (pk_skip(pk, &p) < 0)
+            return -1;
+    }
+    if (found < 0)
+        return 0;
+    *pos = found;
+    return 1;
+}
+
+static PyObject *spliced(Packed *pk) {
+    if (pk->nsplices == 0)
+        return Py_NewRef(pk->event);
+    Py_ssize_t size = pk->n;
+    for (Py_ssize_t i = 0; i < pk->nsplices; i++)
+        size += PyBytes_GET_SIZE(pk->splices[i].bytes) - (pk->splices[i].end - pk->splices[i].start);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL)
+        return NULL;
+    char *o = PyBytes_AS_STRING(out);
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < pk->nsplices; i++) {  /* in pre-order: increasing, never overlapping */
+        Splice *s = &pk->splices[i];
+        memcpy(o, pk->b + at, (size_t)(s->start - at));
+        o += s->start - at;
+        memcpy(o, PyBytes_AS_STRING(s->bytes), (size_t)PyBytes_GET_SIZE(s->bytes));
+        o += PyBytes_GET_SIZE(s->bytes);
+        at = s->end;
+    }
+    memcpy(o, pk->b + at, (size_t)(pk->n - at));
+    return out;
+}
+
+static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "walk_packed(walker, event: bytes, delegate)");
+        return NULL;
+    }
+    if (!configured())
+        return NULL;
+    Packed pk = {0};
+    pk.event = args[1];
+    pk.delegate = args[2];
+    pk.b = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    pk.n = PyBytes_GET_SIZE(args[1]);
+    Py_ssize_t pos = 0;
+    if (build_spans(&pk) < 0) {
+        PyMem_Free(pk.spans);
+        return NULL;
+    }
+    int found = packed_field(&pk, &pos, "data");
+    if (found > 0)
+        found = packed_field(&pk, &pos, "node");
+    MpValue node;
+    Py_ssize_t at = pos;
+    if (found > 0 && (mp_head(pk.b, pk.n, &at, &node) < 0 || node.type != MP_MAP))
+        found = 0;
+    if (found <= 0) {
+        PyMem_Free(pk.spans);
+        if (found < 0)
+            PyErr_SetString(PyExc_ValueError, "walk_packed: malformed msgpack");
+        /* else Walker.event does nothing without data.node as an object */
+        return found < 0 ? NULL : Py_BuildValue("(On)", args[1], (Py_ssize_t)0);
+    }
+    PyObject *result = NULL;
+    int rc = walk_init(&pk.w, args[0]);
+    if (rc == 0) {
+        PyObject *r = PyObject_CallMethod(pk.w.mirror, "reset", NULL);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    if (rc == 0)
+        rc = packed_node(&pk, pos, Py_None, 0);
+    if (rc == 0) {
+        PyObject *out = spliced(&pk);
+        if (out != NULL) {
+            result = Py_BuildValue("(On)", out, pk.delegated);
+            Py_DECREF(out);
+        }
+    }
+    drop_splices(&pk, 0);
+    PyMem_Free(pk.splices);
+    PyMem_Free(pk.spans);
+    walk_clear(&pk.w);
+    return result;
+}
+
 static PyObject *configure(PyObject *module, PyObject *args) {
     PyObject *node_type, *empty, *structural, *url_attributes, *context_tags, *field_tags;
     if (!PyArg_ParseTuple(args, "OO!O!O!O!O!:configure", &node_type, &PyDict_Type, &empty, &PyFrozenSet_Type,
@@ -1098,6 +1837,8 @@ static PyMethodDef methods[] = {
     {"walk", (PyCFunction)(void (*)(void))walk, METH_FASTCALL, "Walker._walk(root, parent, ctx) for walker."},
     {"add_round", (PyCFunction)(void (*)(void))add_round, METH_FASTCALL,
      "Walker._add_round(pending, kept) for walker: returns the adds whose parent is not mirrored."},
+    {"walk_packed", (PyCFunction)(void (*)(void))walk_packed, METH_FASTCALL,
+     "walk_packed(walker, event, delegate) -> (event, nodes delegated): Walker.event for a packed full snapshot."},
     {"configure", configure, METH_VARARGS, "configure(Node, EMPTY, STRUCTURAL, URL_ATTRIBUTES, CONTEXT_TAGS, FIELD_TAGS)"},
     {"set_token_prefixes", set_token_prefixes, METH_O, "set_token_prefixes(detectors._TOKEN_PREFIXES)"},
     {"fills_node_slots", fills_node_slots, METH_NOARGS, "Whether Nodes are made without calling Node.__init__."},

@@ -37,11 +37,14 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+import msgspec
+
 from replay.privacy.detectors import is_masked, mask_pii, mask_spans, mask_text, url_host_end
 from replay.privacy.mirror import Node, SessionMirror
 from replay.privacy.policy import MaskingPolicy
 from replay.privacy.urls import decoded, split_url
-from replay.privacy.walk import FORM_EDITABLE, Rules, Walker, rules_for
+from replay.privacy.walk import (CUSTOM, FORM_EDITABLE, FULL_SNAPSHOT, INCREMENTAL, INPUT, LOG, META, MUTATION,
+                                 PLUGIN, Rules, Walker, rules_for)
 
 FIXED_MASK = "********"
 _SIZE = re.compile(r"(?:^|;)\s*(width|height)\s*:\s*([0-9.]+(?:px|em|rem|%|vh|vw))", re.I)
@@ -67,6 +70,38 @@ def enforce_events(policy: MaskingPolicy, mirror: SessionMirror, events: list[An
     for ev in events:
         walker.event(ev)
     return events
+
+
+def enforce_packed(policy: MaskingPolicy, mirror: SessionMirror, events: list[Any], fields: list[Any]) -> list[Any]:
+    """``enforce_events`` for events packed one by one (msgpack, as ``ingest/packed.py`` reads them).
+
+    In place, as ``enforce_events``: ``events[i]`` becomes the masked event's bytes, and
+    ``fields[i]`` (what ``summarize`` reads of it) the masked event when it was decoded. Full
+    snapshots are masked on their packed form (the C walk: no Python object per node); other events
+    the walker reads are decoded, masked and packed again; the rest (mouse, scroll...) stay as
+    they came. Returns ``events``.
+    """
+    if not policy.enforce:
+        return events
+    rules = rules_for(policy)
+    if not rules.selector_attributes <= mirror.keep:
+        mirror.keep = mirror.keep | rules.selector_attributes
+    walker = Walker(rules, mirror, Enforcer(rules))
+    for i, head in enumerate(fields):
+        kind, data = head["type"], head["data"]
+        if kind == FULL_SNAPSHOT and (masked := walker.packed_full_snapshot(bytes(events[i]))) is not None:
+            events[i] = masked  # only data.node changes: the fields summarize reads stay as they are
+        elif data is not None and (data.get("source") in _READ_SOURCES if kind == INCREMENTAL else kind in _READ_TYPES):
+            decoded = msgspec.msgpack.decode(events[i])
+            walker.event(decoded)
+            events[i] = msgspec.msgpack.encode(decoded)
+            fields[i] = decoded
+    return events
+
+
+# What Walker.event reads (compared with ==, as it compares).
+_READ_SOURCES = (MUTATION, INPUT, LOG)
+_READ_TYPES = (FULL_SNAPSHOT, META, CUSTOM, PLUGIN)
 
 
 class Enforcer:

@@ -8,11 +8,12 @@ batches run on a worker thread so one big full snapshot does not stall every oth
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from replay.catalog.records import Project
 from replay.ingest.batch import Batch
-from replay.privacy.enforce import enforce_events, mirror_attributes
+from replay.privacy.enforce import enforce_events, enforce_packed, mirror_attributes
 from replay.privacy.mirror import MirrorCache
 from replay.privacy.policy import MaskingPolicy
 from replay.privacy.enforce import scrub_url
@@ -36,7 +37,7 @@ class PolicyGate:
         return cached[1]
 
     async def enforce(self, project: Project, batch: Batch) -> None:
-        """Mask ``batch.events`` (in place) as the project's policy says."""
+        """Mask ``batch.events`` or ``batch.packed`` (in place) as the project's policy says."""
         policy = self.policy(project)
         if not policy.enforce:
             return
@@ -48,11 +49,17 @@ class PolicyGate:
         try:
             async with lock:
                 mirror = self.mirrors.get(key, mirror_attributes(policy))
-                heavy = len(batch.events) > INLINE_EVENTS or any(e.get("type") == 2 for e in batch.events)
-                if heavy:
-                    await asyncio.to_thread(enforce_events, policy, mirror, batch.events)
+                packed = batch.packed
+                if packed is not None:
+                    work = functools.partial(enforce_packed, policy, mirror, packed.events, packed.fields)
+                    heads = packed.fields
                 else:
-                    enforce_events(policy, mirror, batch.events)
+                    work = functools.partial(enforce_events, policy, mirror, batch.events)
+                    heads = batch.events
+                if len(heads) > INLINE_EVENTS or any(e.get("type") == 2 for e in heads):
+                    await asyncio.to_thread(work)
+                else:
+                    work()
         finally:
             if not lock.locked() and not getattr(lock, "_waiters", None):
                 self._locks.pop(key, None)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import Any, Protocol
 
+import msgspec
+
 from replay import native_parts
 from replay.privacy import detectors as _detectors
 from replay.privacy import mirror as _mirror
@@ -60,13 +62,15 @@ if _native_walk is not None:
     _native_walk.configure(Node, _mirror._EMPTY, STRUCTURAL, URL_ATTRIBUTES, _CONTEXT_TAGS, FIELD_TAGS)
 native_walk = _native_walk.walk if _native_walk is not None else None
 native_add_round = _native_walk.add_round if _native_walk is not None else None
+native_walk_packed = _native_walk.walk_packed if _native_walk is not None else None
 
 
 def use_native_walk(enabled: bool) -> bool:
     """Run Walker._walk's loop and the PII prefilter in C (when built) or in Python; True: C runs."""
-    global native_walk, native_add_round
+    global native_walk, native_add_round, native_walk_packed
     native_walk = _native_walk.walk if enabled and _native_walk is not None else None
     native_add_round = _native_walk.add_round if native_walk is not None else None
+    native_walk_packed = _native_walk.walk_packed if native_walk is not None else None
     _detectors.use_native_prefilter(native_walk is not None)
     return native_walk is not None
 
@@ -248,6 +252,20 @@ class Walker:
                     data["href"] = new
         elif kind in (CUSTOM, PLUGIN):
             self._free(data, "custom event" if kind == CUSTOM else "plugin event")
+
+    def packed_full_snapshot(self, event: bytes) -> bytes | None:
+        """``event`` (a full snapshot, packed as msgpack) with the policy applied, the mirror updated
+        as ``event()`` updates it; None when the C walk is not built (decode and call ``event``)."""
+        if native_walk_packed is None:
+            return None
+        masked, _ = native_walk_packed(self, event, self._walk_packed_subtree)
+        return masked
+
+    def _walk_packed_subtree(self, packed: bytes, parent: Node | None) -> bytes:
+        """The C walk's delegate: a packed node it cannot vouch for, walked here from ROOT."""
+        sn = msgspec.msgpack.decode(packed)
+        self._walk(sn, parent, ROOT)
+        return msgspec.msgpack.encode(sn)
 
     # --- node context -------------------------------------------------------------------------
 

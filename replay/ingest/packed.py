@@ -1,10 +1,12 @@
-"""Native JSON uploads of projects that do not mask on the server, packed without decoding them.
+"""Native JSON uploads packed straight from their text, their events never decoded whole.
 
-Such an upload needs nothing from its events but a few fields of each (checks, the session's
-summary) and their packed bytes. ``_json_to_msgpack.c`` writes the bytes msgspec would write for
-orjson's parse of the whole body, straight from the text; msgspec reads the envelope's fields and
-the few event fields from those bytes and skips the rest. Decoding the events into Python objects,
-packing them and freeing them cost 2.3x what this does (bench/RESULTS.md, seventh pass).
+``_json_to_msgpack.c`` writes the bytes msgspec would write for orjson's parse of the whole body;
+msgspec reads the envelope's fields and the few event fields checks and summaries need from those
+bytes and leaves each event packed. Masking then works on the packed events (``privacy/enforce.py``:
+full snapshots in C on their msgpack, the few other events the walker reads decoded one by one),
+and the stored items are the packed events joined. Decoding every event into Python objects,
+packing and freeing them cost 2.3x what this does without masking (bench/RESULTS.md, seventh
+pass); with masking see the eighth pass.
 
 Everything here answers None when it cannot be sure (the C part not built, JSON it declines, an
 event whose fields do not have the usual types): the caller then takes the ordinary path, which
@@ -18,10 +20,10 @@ from typing import Any
 import msgspec
 
 from replay import native_parts
-from replay.catalog.summary import summarize
 from replay.ingest.batch import PackedEvents
 from replay.ingest.limits import Limits
 from replay.ingest.validate import check_events
+from replay.ingest.value_budget import check_json_value_budget
 
 _native = native_parts.load("replay.ingest._json_to_msgpack")
 BUILT = _native is not None
@@ -71,10 +73,10 @@ _DATA_FIELDS = _Data.__struct_fields__
 
 def read_envelope(body: bytes) -> NativeEnvelope | None:
     """The upload packed whole and its fields read, the events left packed; None when the ordinary
-    path must parse it (then the work here is lost: ingest calls this only for projects that do not
-    mask, see ``Service.some_project_unmasked``)."""
+    path must parse it. Raises what ``parse_json`` raises for a body over the value budget."""
     if _native is None:
         return None
+    check_json_value_budget(body)
     packed = _native.transcode(body, MAX_DEPTH)
     if packed is None:
         return None
@@ -84,19 +86,18 @@ def read_envelope(body: bytes) -> NativeEnvelope | None:
         return None  # not an object: the ordinary path says what is wrong
 
 
-def pack_events(packed: msgspec.Raw, window_id: str, limits: Limits) -> PackedEvents | None:
-    """The envelope's packed events checked and cut into ``codec.pack_items``'s items, with their
-    summary; None when the ordinary path must decide. Raises its errors for events it refuses."""
+def read_events(packed: msgspec.Raw, limits: Limits) -> PackedEvents | None:
+    """The envelope's events, each left packed, checked as ``check_events`` checks decoded ones;
+    None when the ordinary path must decide. Raises its errors for events it refuses."""
     try:
         heads = _heads.decode(packed)
         events = _raw_events.decode(packed)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None  # not an array of objects with the usual fields: the ordinary path says what is wrong
-    # The very checks and summary of the ordinary path, on the fields they read.
+    # The very checks of the ordinary path, on the fields they read.
     fields = [_fields(head) for head in heads]
     check_events(fields, limits)
-    prefix = b"\x92" + msgspec.msgpack.encode(window_id)  # [window_id, event]
-    return PackedEvents(items=prefix + prefix.join(events), count=len(events), stats=summarize(fields))
+    return PackedEvents(events=events, fields=fields)
 
 
 def _fields(head: _EventHead) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""Projects that do not mask on the server: their JSON uploads are packed straight from the text
-(ingest/unmasked.py, ingest/_json_to_msgpack.c). The packed path must store what the ordinary
-path stores, byte for byte, or step aside; and it must never serve a project that masks."""
+"""JSON uploads packed straight from the text (ingest/packed.py, ingest/_json_to_msgpack.c), masked
+on their packed form where the project masks (privacy.enforce_packed). The packed path must store
+what the ordinary path stores, byte for byte, or step aside."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from harness import RECORDINGS, fetch_events, load_fixture_events, load_recordin
     require_json_packer
 from replay import codec
 from replay.catalog.summary import summarize
-from replay.ingest import unmasked
+from replay.ingest import packed as packed_ingest
 from replay.ingest.limits import Limits
 from test_native_fuzz import documents
 
-PACKED = "replay_batches_packed_unmasked_total"
+PACKED = "replay_batches_packed_total"
 FIXTURE = load_fixture_events()
 LIMITS = Limits()
 
@@ -32,7 +32,7 @@ def _packer_built():
 
 
 def transcode(text: bytes) -> bytes | None:
-    return unmasked._native.transcode(text, unmasked.MAX_DEPTH)
+    return packed_ingest._native.transcode(text, packed_ingest.MAX_DEPTH)
 
 
 def ordinary(text: bytes) -> bytes:
@@ -123,9 +123,9 @@ def test_edges_of_the_formats_pack_exactly():
 # -- packed events: the ordinary path's items and summary ----------------------------------------
 
 def packed_upload(events, window_id="tab-1"):
-    envelope = unmasked.read_envelope(orjson.dumps({"token": "t", "window_id": window_id, "events": events}))
+    envelope = packed_ingest.read_envelope(orjson.dumps({"token": "t", "window_id": window_id, "events": events}))
     assert envelope is not None and envelope.window_id == window_id and envelope.token == "t"
-    return unmasked.pack_events(envelope.events, window_id, LIMITS)
+    return packed_ingest.read_events(envelope.events, LIMITS)
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
@@ -133,9 +133,9 @@ def test_packed_events_are_the_ordinary_items_and_summary(path):
     events = load_recording(path)
     packed = packed_upload(events)
     assert packed is not None
-    assert packed.items == codec.pack_items("tab-1", events)
-    assert packed.count == len(events)
-    assert packed.stats == summarize(events)
+    assert codec.join_packed_items("tab-1", packed.events) == codec.pack_items("tab-1", events)
+    assert len(packed.events) == len(events)
+    assert summarize(packed.fields) == summarize(events)
 
 
 def test_events_the_ordinary_path_rewrites_are_left_to_it():
@@ -170,20 +170,40 @@ def test_an_unmasked_project_stores_its_uploads_as_sent_without_decoding_them(se
     assert post_batch(server.url, project.token, "as-sent", FIXTURE, batch_id="b1").json()["accepted_events"] == 0
 
 
-def test_a_masking_project_is_masked_while_another_project_is_not(server, project):
+def post_both_ways(server, project, session, events):
+    """The recording's ~2 s uploads as JSON (packed) to ``session``-json and as msgpack (the
+    ordinary path: decoded, masked, packed) to ``session``-msgpack; the events stored each way."""
+    for i in range(0, len(events), 20):
+        part = events[i:i + 20]
+        for kind in ("json", "msgpack"):
+            body = {"token": project.token, "session_id": f"{session}-{kind}", "window_id": "w", "batch_id": f"b{i}",
+                    "events": part}
+            data, ctype = (orjson.dumps(body), "application/json") if kind == "json" else \
+                (msgspec.msgpack.encode(body), "application/msgpack")
+            r = requests.post(f"{server.url}/v1/recordings", data=data, headers={"Content-Type": ctype}, timeout=30)
+            assert r.status_code == 200, r.text
+    return fetch_events(server.url, project, f"{session}-json"), fetch_events(server.url, project, f"{session}-msgpack")
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
+def test_a_masking_project_stores_packed_uploads_as_the_ordinary_path_masks_them(server, project, path):
+    events = load_recording(path)
+    before = metric(server, PACKED)
+    packed, decoded = post_both_ways(server, project, "rec", events)
+    assert metric(server, PACKED) == before + (len(events) + 19) // 20  # the JSON uploads, and only them
+    assert packed == decoded
+    server.flush()
+    assert fetch_events(server.url, project, "rec-json") == decoded
+
+
+def test_a_masking_project_beside_an_unmasked_one(server, project):
     events = load_recording(RECORDINGS[-1])
     masked = server.create_project("masked")
-    post_batch(server.url, masked.token, "alone", events, batch_id="b1")
-    alone = fetch_events(server.url, masked, "alone")
-    assert alone != sorted(events, key=lambda e: e["timestamp"])  # the policy changed something
     unmask(server, project)
-    before = metric(server, PACKED)
-    post_batch(server.url, masked.token, "beside", events, batch_id="b1")
-    assert metric(server, PACKED) == before  # never packed unmasked
-    assert fetch_events(server.url, masked, "beside") == alone
-    post_batch(server.url, project.token, "raw", events, batch_id="b1")
-    assert metric(server, PACKED) == before + 1
-    assert fetch_events(server.url, project, "raw") == sorted(events, key=lambda e: e["timestamp"])
+    packed, decoded = post_both_ways(server, masked, "beside", events)
+    assert packed == decoded != sorted(events, key=lambda e: e["timestamp"])  # the policy changed something
+    raw, _ = post_both_ways(server, project, "raw", events)
+    assert raw == sorted(events, key=lambda e: e["timestamp"])
 
 
 def test_masking_turned_back_on_applies_to_the_next_upload(server, project):
@@ -193,7 +213,7 @@ def test_masking_turned_back_on_applies_to_the_next_upload(server, project):
     server.call(server.service.catalog.set_policy(project.id, {}))
     before = metric(server, PACKED)
     post_batch(server.url, project.token, "masked", events, batch_id="b1")
-    assert metric(server, PACKED) == before
+    assert metric(server, PACKED) == before + 1
     assert fetch_events(server.url, project, "masked") != fetch_events(server.url, project, "raw")
 
 

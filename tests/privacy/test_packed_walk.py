@@ -1,0 +1,236 @@
+"""Masking packed events (privacy.enforce_packed, the C walk over msgpack full snapshots) against
+masking decoded events (enforce_events): every stored byte, every summary field and every mirror
+must come out alike, on real recordings, under every test policy, on malformed trees, and on the
+nodes the C walk hands back to Python."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import RECORDINGS, load_recording, require_native_walk
+from replay.catalog.summary import summarize
+from replay.privacy import SessionMirror, enforce_events, walk
+from replay.privacy.enforce import Enforcer, enforce_packed, mirror_attributes
+from replay.privacy.mirror import STRUCTURAL_ATTRIBUTES
+from test_native_walk import POLICIES, _scalars, _trees, mirror_state
+
+pack = msgspec.msgpack.encode
+
+
+@pytest.fixture(autouse=True)
+def _native():
+    require_native_walk()
+    yield
+    walk.use_native_walk(True)
+
+
+def summary_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """What ingest/packed.py reads of an event before masking (its ``_fields``)."""
+    data = event.get("data")
+    if isinstance(data, dict):
+        data = {k: data[k] for k in ("source", "type", "href", "width", "height", "plugin", "payload", "tag") if k in data}
+    return {"type": event.get("type"), "timestamp": event.get("timestamp"), "data": data}
+
+
+def ordinary(policy, events, batch=7):
+    # Fresh objects, as an upload is parsed: a test's events may share dicts (deepcopy keeps that),
+    # and masking one copy in place would change the other.
+    events = msgspec.msgpack.decode(pack(events))
+    mirror = SessionMirror(mirror_attributes(policy))
+    for i in range(0, len(events), batch):
+        enforce_events(policy, mirror, events[i:i + batch])
+    return [pack(e) for e in events], summarize(events), mirror_state(mirror)
+
+
+def packed(policy, events, batch=7):
+    mirror = SessionMirror(mirror_attributes(policy))
+    out, fields = [], []
+    for i in range(0, len(events), batch):
+        part = [pack(e) for e in events[i:i + batch]]
+        part_fields = [summary_fields(e) for e in events[i:i + batch]]
+        enforce_packed(policy, mirror, part, part_fields)
+        out += [bytes(p) for p in part]
+        fields += part_fields
+    return out, summarize(fields), mirror_state(mirror)
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
+def test_packed_events_are_masked_as_decoded_ones(path, policy):
+    events = load_recording(path)
+    expected = ordinary(POLICIES[policy], events)
+    got = packed(POLICIES[policy], events)
+    assert got[0] == expected[0]  # the stored bytes
+    assert got[1] == expected[1]  # the session summary, URLs scrubbed as they are
+    assert got[2] == expected[2]  # the mirror the next upload is masked with
+    assert got[2][0], "the mirror was built"
+
+
+def test_masking_changes_the_recordings_it_should():
+    # The comparison above would pass if neither path masked anything.
+    events = load_recording(RECORDINGS[-1])
+    assert packed(POLICIES["default"], events)[0] != [pack(e) for e in events]
+
+
+def walked(policy, snapshot: dict[str, Any]) -> tuple[bytes, int, SessionMirror]:
+    rules = walk.rules_for(policy)
+    mirror = SessionMirror(mirror_attributes(policy))
+    walker = walk.Walker(rules, mirror, Enforcer(rules))
+    out, delegated = walk.native_walk_packed(walker, pack(snapshot), walker._walk_packed_subtree)
+    return out, delegated, mirror
+
+
+def test_most_of_a_real_page_is_walked_without_python():
+    events = load_recording(RECORDINGS[0])
+    snapshot = next(e for e in events if e["type"] == 2)
+    _, delegated, mirror = walked(POLICIES["default"], snapshot)
+    nodes = len(mirror.nodes) + len(mirror.leaves)
+    assert 0 < delegated < nodes / 10, (delegated, nodes)
+
+
+def test_an_attribute_masked_by_name_is_masked_without_python():
+    snapshot = {"type": 2, "timestamp": 1, "data": {"node": {"type": 0, "id": 1, "childNodes": [
+        {"type": 2, "id": 2, "tagName": "DIV", "attributes": {"title": "Jane's  notes", "class": "x"},
+         "childNodes": [{"type": 3, "id": 3, "textContent": "plain text"}]}]}}}
+    out, delegated, mirror = walked(POLICIES["default"], snapshot)
+    assert delegated == 0
+    node = msgspec.msgpack.decode(out)["data"]["node"]["childNodes"][0]
+    assert node["attributes"] == {"title": "******  *****", "class": "x"}
+    assert mirror.nodes[2].tag == "div" and mirror.nodes[2].attrs == {"class": "x"}
+    assert mirror.leaves[3] is mirror.nodes[2]
+
+
+def test_a_snapshot_without_a_tree_changes_nothing():
+    for event in ({"type": 2, "timestamp": 1, "data": {}}, {"type": 2, "timestamp": 1, "data": {"node": [1]}},
+                  {"type": 2, "timestamp": 1}):
+        rules = walk.rules_for(POLICIES["default"])
+        mirror = SessionMirror(mirror_attributes(POLICIES["default"]))
+        walker = walk.Walker(rules, mirror, Enforcer(rules))
+        data = pack(event)
+        assert walker.packed_full_snapshot(data) is data
+        assert mirror.full_snapshots == 0  # not reset: Walker.event would not reset it either
+
+
+@pytest.mark.parametrize("data", [b"", b"\x81\xa4data", b"\x92\x01", b"\xc1", b"\x81\xa4data\x80\x00",
+                                  b"\x81\xa4data\x81\xa4node\x81\xa2id\xdb\xff\xff\xff\xff"])
+def test_malformed_bytes_raise_before_anything_changes(data):
+    rules = walk.rules_for(POLICIES["default"])
+    mirror = SessionMirror(mirror_attributes(POLICIES["default"]))
+    mirror.add(7, "div", None, None)
+    walker = walk.Walker(rules, mirror, Enforcer(rules))
+    with pytest.raises(ValueError):
+        walker.packed_full_snapshot(data)
+    assert list(mirror.nodes) == [7] and mirror.full_snapshots == 0
+
+
+def test_more_attribute_names_than_the_name_table_holds():
+    # The C walk keeps str objects for attribute names in a table it empties when full, possibly
+    # in the middle of an element; thousands of distinct names cross that point many times.
+    children = [{"type": 2, "id": 10 + i, "tagName": f"x-tag-{i % 700}",
+                 "attributes": {f"data-k{i}-{j}": "v" for j in range(5)} | {"class": f"c{i}"}, "childNodes": []}
+                for i in range(800)]
+    events = [{"type": 2, "timestamp": 1, "data": {"node": {"type": 0, "id": 1, "childNodes": children}}}]
+    assert packed(POLICIES["default"], events) == ordinary(POLICIES["default"], events)
+
+
+# -- generated trees -----------------------------------------------------------------------------
+
+_odd_scalars = st.one_of(_scalars, st.sampled_from([
+    "Ünïcode tëxt", "ÄBC-DEF", "jäne@example.com", "x" * 40, "é" * 7 + "1234567", "https://é.test/?q=1",
+    "data-" + "n" * 40, "DIV", "TextArea", "OPTION", "Script", "rr-mask", "ph-no-capture",
+    "mailto:jane@example.com", "/path/4242424242424242", "  "]))
+_names = st.one_of(st.sampled_from(["class", "id", "type", "value", "href", "title", "style", "data-x", "Title",
+                                    "HREF", "contenteditable", "selected", "rr_src", "placeholder", "name", "src",
+                                    "aria-label", "role", "data-private", "ÄRIA", "x" * 40, "autocomplete"]),
+                   st.text(max_size=6))
+
+
+def _element(children):
+    return st.fixed_dictionaries(
+        {"id": st.one_of(st.integers(1, 60), st.integers(1, 60), _odd_scalars), "type": st.sampled_from([0, 2, 2, 2, 3, 5]),
+         "tagName": st.one_of(st.sampled_from(["div", "p", "a", "input", "span", "option", "select", "footer", "nav"]),
+                              _odd_scalars),
+         "attributes": st.one_of(st.dictionaries(_names, _odd_scalars, max_size=5), _odd_scalars)},
+        optional={"textContent": _odd_scalars, "childNodes": st.one_of(children, _odd_scalars), "rootId": st.just(1)},
+    )
+
+
+_pages = st.recursive(_element(st.just([])), lambda kids: _element(st.lists(st.one_of(kids, _odd_scalars), max_size=5)),
+                      max_leaves=40)
+
+
+def _snapshot_and_mutation(tree: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"type": 4, "timestamp": 1, "data": {"href": "https://x.test/?token=abc&q=1", "width": 10, "height": 10}},
+        {"type": 2, "timestamp": 2, "data": {"node": tree, "initialOffset": {"left": 0, "top": 0}}},
+        {"type": 3, "timestamp": 3, "data": {"source": 0, "removes": [], "attributes": [],
+                                             "texts": [{"id": 3, "value": "jane@example.com"}],
+                                             "adds": [{"parentId": 1, "node": copy.deepcopy(tree)}]}},
+        {"type": 3, "timestamp": 4, "data": {"source": 5, "id": 2, "text": "secret", "isChecked": False}},
+        {"type": 3, "timestamp": 5, "data": {"source": 1, "positions": [{"x": 1, "y": 2, "id": 2, "timeOffset": 0}]}},
+    ]
+
+
+def _outcome(run, policy, events):
+    try:
+        return run(policy, events, batch=len(events))
+    except Exception as e:  # both paths must fail alike
+        return ("raised", type(e).__name__)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=_trees, policy=st.sampled_from(sorted(POLICIES)))
+def test_malformed_trees_are_masked_alike(tree, policy):
+    events = _snapshot_and_mutation(tree)
+    assert _outcome(packed, POLICIES[policy], events) == _outcome(ordinary, POLICIES[policy], events)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=_pages, policy=st.sampled_from(sorted(POLICIES)))
+def test_generated_pages_are_masked_alike(tree, policy):
+    events = _snapshot_and_mutation(tree)
+    assert _outcome(packed, POLICIES[policy], events) == _outcome(ordinary, POLICIES[policy], events)
+
+
+def test_the_mirror_keeps_what_the_selectors_need():
+    # A policy whose selectors test an attribute the mirror does not keep by default.
+    policy = POLICIES["selectors"]
+    assert "data-private" not in STRUCTURAL_ATTRIBUTES
+    tree = {"type": 0, "id": 1, "childNodes": [
+        {"type": 2, "id": 2, "tagName": "div", "attributes": {"data-private": "1"},
+         "childNodes": [{"type": 3, "id": 3, "textContent": "hidden"}]}]}
+    events = _snapshot_and_mutation(tree)
+    assert packed(policy, events) == ordinary(policy, events)
+
+
+def test_every_attribute_of_every_kind_of_element_is_masked_alike():
+    """Each name the rules single out, on each kind of element, with each kind of value: the
+    combinations a generated page meets only by chance."""
+    tags = ["div", "button", "li", "a", "img", "option", "input", "textarea", "select", "form", "SPAN", "x-é"]
+    names = ["value", "href", "src", "title", "alt", "placeholder", "aria-label", "data-x", "data-state", "class",
+             "id", "style", "type", "name", "label", "rr_src", "selected", "action", "xlink:href", "onclick", "VALUE",
+             "Title", "contenteditable", "data-private", "srcset"]
+    values = ["plain", "", "jane@example.com", "4242 4242 4242 4242", "https://x.test/a?token=abc",
+              "https://jane@x.test/", "/path/only", "ünïcode 1234567", "hidden", "true", "false"]
+    children, i = [], 10
+    for tag in tags:
+        for name in names:
+            for value in values:
+                children.append({"type": 2, "id": i, "tagName": tag, "attributes": {name: value, "class": "c"},
+                                 "childNodes": [{"type": 3, "id": i + 1, "textContent": "text"}]})
+                i += 2
+    # Once at the top (new ids: the C walk's own decisions) and once more inside a <select> (Python's).
+    in_select = [{**c, "id": c["id"] + i, "childNodes": [{**c["childNodes"][0], "id": c["id"] + i + 1}]}
+                 for c in children]
+    events = [{"type": 2, "timestamp": 1, "data": {"node": {"type": 0, "id": 1, "childNodes": [
+        *children, {"type": 2, "id": 2, "tagName": "select", "attributes": {}, "childNodes": in_select}]}}}]
+    for policy in POLICIES.values():
+        assert packed(policy, events) == ordinary(policy, events)
+    _, delegated, mirror = walked(POLICIES["default"], events[0])
+    assert delegated < len(children)  # most top-level elements were the C walk's
