@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""A project that does not mask on the server: its upload packed straight from JSON against the ordinary path, in one process.
+"""A JSON upload packed straight from the text (ingest/packed.py) against the ordinary path, in one process.
 
-    REPLAY_BENCH_CORPUS=bench/out/corpus-snapshot .venv/bin/python bench/unmasked_packing.py [--repeat 7]
+    REPLAY_BENCH_CORPUS=bench/out/corpus-snapshot .venv/bin/python bench/packed_ingest.py [--repeat 7] [--masking on|off]
 
 Each ~2 s upload of the corpus, as the JSON body `POST /v1/recordings` receives (inflated), goes
 through what native ingest runs after gunzip and before the spool, both ways, alternating passes:
 
 - ordinary: `parse_json` (orjson, the tree taken out of the collector's sight), `check_events`,
+  with masking `enforce_events` (the default policy, one mirror per window as the server keeps),
   `codec.pack_items`, `summarize`, and freeing the decoded upload;
-- packed: `unmasked.read_envelope` (msgspec, the events left as text) and `unmasked.pack_events`
-  (`_json_to_msgpack.c`, then msgspec reading the fields checks and summaries need).
+- packed: `packed.read_envelope` (`_json_to_msgpack.c`, then msgspec reading the envelope, the
+  events left packed), `packed.read_events` (the fields checks and summaries need), with masking
+  `enforce_packed` (full snapshots walked on their msgpack in C), `codec.join_packed_items`, `summarize`.
 
 Both must give the same items and summaries (checked). Prints CPU per upload, the best pass of
 each, and their ratio; the garbage collector is tuned as `replay serve` tunes it.
@@ -29,15 +31,19 @@ from benchlib import cut_batches, load_recordings, machine  # noqa: E402
 from replay import codec  # noqa: E402
 from replay.catalog.summary import summarize  # noqa: E402
 from replay.cli import _tune_gc  # noqa: E402
-from replay.ingest import unmasked  # noqa: E402
+from replay.ingest import packed as packed_ingest  # noqa: E402
 from replay.ingest.body import parse_json  # noqa: E402
 from replay.ingest.limits import Limits  # noqa: E402
 from replay.ingest.validate import check_events  # noqa: E402
+from replay.privacy import MaskingPolicy, SessionMirror, enforce_events  # noqa: E402
+from replay.privacy.enforce import enforce_packed, mirror_attributes  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--repeat", type=int, default=7, help="passes each way, alternating; the best counts")
+p.add_argument("--masking", choices=("on", "off"), default="off", help="the default policy, or enforce=false")
 args = p.parse_args()
-if not unmasked.BUILT:
+policy = MaskingPolicy() if args.masking == "on" else MaskingPolicy(enforce=False)
+if not packed_ingest.BUILT:
     sys.exit("replay.ingest._json_to_msgpack is not built: run ./scripts/setup with a C compiler present")
 
 limits = Limits()
@@ -49,19 +55,31 @@ raw_mb = sum(len(b) for b in bodies) / 1e6
 _tune_gc()
 
 
+mirrors: dict[str, SessionMirror] = {}  # per window, as PolicyGate keeps them; new for every pass
+
+
+def mirror(window: str) -> SessionMirror:
+    if window not in mirrors:
+        mirrors[window] = SessionMirror(mirror_attributes(policy))
+    return mirrors[window]
+
+
 def ordinary(body: bytes) -> tuple[bytes, object]:
     payload = parse_json(body)
     events = check_events(payload["events"], limits)
+    enforce_events(policy, mirror(payload["session_id"] + payload["window_id"]), events)
     return codec.pack_items(payload["window_id"], events), summarize(events)
 
 
 def packed(body: bytes) -> tuple[bytes, object]:
-    envelope = unmasked.read_envelope(body)
-    out = unmasked.pack_events(envelope.events, envelope.window_id, limits)
-    return out.items, out.stats
+    envelope = packed_ingest.read_envelope(body)
+    out = packed_ingest.read_events(envelope.events, limits)
+    enforce_packed(policy, mirror(envelope.session_id + envelope.window_id), out.events, out.fields)
+    return codec.join_packed_items(envelope.window_id, out.events), summarize(out.fields)
 
 
 def one_pass(fn) -> tuple[float, list]:
+    mirrors.clear()
     clock = time.process_time
     t0 = clock()
     results = [fn(body) for body in bodies]
@@ -78,7 +96,7 @@ for _ in range(args.repeat):
 
 print(f"machine: {machine()}")
 print(f"{len(bodies)} uploads, {raw_mb:.1f} MB raw JSON, from {', '.join(r.name for r in recs)}; "
-      f"best of {args.repeat} alternating passes")
+      f"best of {args.repeat} alternating passes; masking {args.masking}")
 for name in ("ordinary", "packed"):
     print(f"  {name:<9} {best[name] / len(bodies) * 1e6:7.0f} us/upload   {raw_mb / best[name]:6.1f} MB/CPU-s")
 print(f"  packed uses {best['packed'] / best['ordinary']:.2f}x the CPU of the ordinary path "
