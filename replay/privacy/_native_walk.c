@@ -527,12 +527,12 @@ static PyObject *masked_text(PyObject *value) {
 /* Walker._attribute for a value of an element that is not an <option>: 1 it would return the value
  * as it is and call no sink; 2 it would mask the value as text (a name the rules mask, and a sink
  * whose masking this loop may do itself); 0 it must run. */
-static int attribute_unchanged(Walk *w, PyObject *lname, PyObject *value) {
+static int attribute_verdict(Walk *w, PyObject *lname, int kind, const void *data, Py_ssize_t len) {
     int r = PySet_Contains(URL_ATTRIBUTES, lname);
     if (r != 0) {
-        if (r < 0 || PyUnicode_FindChar(value, '=', 0, PyUnicode_GET_LENGTH(value), 1) >= 0)
+        if (r < 0 || find_char(kind, data, 0, len, '=') >= 0)
             return r < 0 ? -1 : 0;
-        r = url_may_contain_pii(value);
+        r = url_pii_in(kind, data, len);
         return r < 0 ? -1 : !r;
     }
     if ((r = PySet_Contains(STRUCTURAL, lname)) != 0)
@@ -549,8 +549,12 @@ static int attribute_unchanged(Walk *w, PyObject *lname, PyObject *value) {
         return PyErr_Occurred() ? -1 : 0;
     if ((r = PyDict_Contains(w->attr_selectors, lname)) != 0)
         return r < 0 ? -1 : 0;
-    r = may_contain_pii(value);
+    r = pii_in(kind, data, 0, len);
     return r < 0 ? -1 : !r;
+}
+
+static int attribute_unchanged(Walk *w, PyObject *lname, PyObject *value) {
+    return attribute_verdict(w, lname, PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value));
 }
 
 /* Walker._element_attributes for an element that is not an <option>. */
@@ -1407,32 +1411,17 @@ static PyObject *packed_str(PyObject *text) {
     return out;
 }
 
-/* attribute_unchanged for a packed value (lname: the lower-cased name): 1 unchanged, 2 masked as
- * text here, 0 Python must decide, -1 error. */
+/* attribute_unchanged for a packed value (lname: the lower-cased name): its bytes when ASCII (the
+ * 1-byte kind), else the decoded str. */
 static int packed_attribute_unchanged(Packed *pk, PyObject *lname, const unsigned char *s, Py_ssize_t len) {
-    Walk *w = &pk->w;
-    int r = PySet_Contains(URL_ATTRIBUTES, lname);
-    if (r != 0) {
-        if (r < 0 || memchr(s, '=', (size_t)len) != NULL)
-            return r < 0 ? -1 : 0;
-        r = packed_pii(s, len, 1);
-        return r < 0 ? -1 : !r;
-    }
-    if ((r = PySet_Contains(STRUCTURAL, lname)) != 0)
-        return r;
-    if (starts_with_rr(lname))
-        return 1;
-    if (PyUnicode_Compare(lname, s_value) == 0)
-        return 0;
-    PyObject *masked = PyDict_GetItemWithError(w->name_cache, lname);
-    if (masked == Py_True && w->mask_here)
-        return 2;
-    if (masked != Py_False)
-        return PyErr_Occurred() ? -1 : 0;
-    if ((r = PyDict_Contains(w->attr_selectors, lname)) != 0)
-        return r < 0 ? -1 : 0;
-    r = packed_pii(s, len, 0);
-    return r < 0 ? -1 : !r;
+    if (is_ascii(s, len))
+        return attribute_verdict(&pk->w, lname, PyUnicode_1BYTE_KIND, s, len);
+    PyObject *value = PyUnicode_DecodeUTF8((const char *)s, len, NULL);
+    if (value == NULL)
+        return -1;
+    int r = attribute_unchanged(&pk->w, lname, value);
+    Py_DECREF(value);
+    return r;
 }
 
 /* The fields of a node map that the walk reads, located (type MP_BAD: absent). */

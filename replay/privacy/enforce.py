@@ -63,13 +63,17 @@ def enforce_events(policy: MaskingPolicy, mirror: SessionMirror, events: list[An
     """
     if not policy.enforce:
         return events
-    rules = rules_for(policy)
-    if not rules.selector_attributes <= mirror.keep:
-        mirror.keep = mirror.keep | rules.selector_attributes
-    walker = Walker(rules, mirror, Enforcer(rules))
+    walker = _enforcing_walker(policy, mirror)
     for ev in events:
         walker.event(ev)
     return events
+
+
+def _enforcing_walker(policy: MaskingPolicy, mirror: SessionMirror) -> Walker:
+    rules = rules_for(policy)
+    if not rules.selector_attributes <= mirror.keep:
+        mirror.keep = mirror.keep | rules.selector_attributes
+    return Walker(rules, mirror, Enforcer(rules))
 
 
 def enforce_packed(policy: MaskingPolicy, mirror: SessionMirror, events: list[Any], fields: list[Any]) -> list[Any]:
@@ -83,10 +87,7 @@ def enforce_packed(policy: MaskingPolicy, mirror: SessionMirror, events: list[An
     """
     if not policy.enforce:
         return events
-    rules = rules_for(policy)
-    if not rules.selector_attributes <= mirror.keep:
-        mirror.keep = mirror.keep | rules.selector_attributes
-    walker = Walker(rules, mirror, Enforcer(rules))
+    walker = _enforcing_walker(policy, mirror)
     for i, head in enumerate(fields):
         kind, data = head["type"], head["data"]
         if kind == FULL_SNAPSHOT and (masked := walker.packed_full_snapshot(bytes(events[i]))) is not None:
