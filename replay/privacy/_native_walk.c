@@ -1424,6 +1424,42 @@ static int packed_attribute_unchanged(Packed *pk, PyObject *lname, const unsigne
     return r;
 }
 
+/* One attribute of a packed element whose value is a str (v): its entry in ``*kept`` when the mirror
+ * keeps it, and its verdict: 1 unchanged or masked here (a splice), 0 Python must walk the element,
+ * -1 error. */
+static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObject *lower, const MpValue *v,
+                            Py_ssize_t vstart, Py_ssize_t vend) {
+    const unsigned char *b = pk->b;
+    int r = PySet_Contains(pk->w.keep, name);
+    if (r < 0)
+        return -1;
+    if (r) {  /* SessionMirror.add keeps it */
+        PyObject *value = PyUnicode_DecodeUTF8((const char *)b + v->data, v->len, NULL);
+        if (value == NULL || (*kept == NULL && (*kept = PyDict_New()) == NULL)
+            || PyDict_SetItem(*kept, name, value) < 0) {
+            Py_XDECREF(value);
+            return -1;
+        }
+        Py_DECREF(value);
+    }
+    if ((r = PySet_Contains(STRUCTURAL, name)) != 0)
+        return r < 0 ? -1 : 1;
+    if (v->len == 0)
+        return 1;
+    r = packed_attribute_unchanged(pk, lower, b + v->data, v->len);
+    if (r != 2)
+        return r;
+    /* masked by name: Enforcer.text(..., True) */
+    PyObject *value = PyUnicode_DecodeUTF8((const char *)b + v->data, v->len, NULL);
+    PyObject *masked = value == NULL ? NULL : masked_text(value);
+    PyObject *out = masked == NULL || masked == value ? NULL : packed_str(masked);
+    int failed = masked == NULL || (masked != value && (out == NULL || add_splice(pk, vstart, vend, out) < 0));
+    Py_XDECREF(value);
+    Py_XDECREF(masked);
+    Py_XDECREF(out);
+    return failed ? -1 : 1;
+}
+
 /* The fields of a node map that the walk reads, located (type MP_BAD: absent). */
 typedef struct {
     MpValue id, type, tag, attrs, children, text;
@@ -1471,41 +1507,16 @@ static int packed_element(Packed *pk, const NodeFields *f, PyObject *sid, PyObje
             }
             if (v.type != MP_STR)
                 continue;  /* not kept, never masked: neither walk looks at it */
-            int r = PySet_Contains(w->keep, e->name);
-            if (r < 0)
-                goto error;
-            if (r) {  /* SessionMirror.add keeps it */
-                PyObject *value = PyUnicode_DecodeUTF8((const char *)b + v.data, v.len, NULL);
-                if (value == NULL || (kept == NULL && (kept = PyDict_New()) == NULL)
-                    || PyDict_SetItem(kept, e->name, value) < 0) {
-                    Py_XDECREF(value);
-                    goto error;
-                }
-                Py_DECREF(value);
-            }
-            if ((r = PySet_Contains(STRUCTURAL, e->name)) != 0) {
-                if (r < 0)
-                    goto error;
-                continue;
-            }
-            if (v.len == 0)
-                continue;
-            r = packed_attribute_unchanged(pk, e->lower, b + v.data, v.len);
+            /* Held: an allocation below may run a finalizer that lets another thread's walk empty
+             * the name table. */
+            PyObject *name = Py_NewRef(e->name), *lower = Py_NewRef(e->lower);
+            int r = packed_attribute(pk, &kept, name, lower, &v, vstart, pos);
+            Py_DECREF(name);
+            Py_DECREF(lower);
             if (r < 0)
                 goto error;
             if (r == 0)
                 goto python;
-            if (r == 2) {  /* masked by name: Enforcer.text(..., True) */
-                PyObject *value = PyUnicode_DecodeUTF8((const char *)b + v.data, v.len, NULL);
-                PyObject *masked = value == NULL ? NULL : masked_text(value);
-                PyObject *out = masked == NULL || masked == value ? NULL : packed_str(masked);
-                int failed = masked == NULL || (masked != value && (out == NULL || add_splice(pk, vstart, pos, out) < 0));
-                Py_XDECREF(value);
-                Py_XDECREF(masked);
-                Py_XDECREF(out);
-                if (failed)
-                    goto error;
-            }
         }
     } else if (f->attrs.type != MP_BAD) {
         goto python;  /* attributes that are not an object: rare, Python's */
