@@ -2,6 +2,7 @@
 """A JSON upload packed straight from the text (ingest/packed.py) against the ordinary path, in one process.
 
     REPLAY_BENCH_CORPUS=bench/out/corpus-snapshot .venv/bin/python bench/packed_ingest.py [--repeat 7] [--masking on|off]
+        [--uploads all|with-snapshot|without-snapshot]
 
 Each ~2 s upload of the corpus, as the JSON body `POST /v1/recordings` receives (inflated), goes
 through what native ingest runs after gunzip and before the spool, both ways, alternating passes:
@@ -41,6 +42,8 @@ from replay.privacy.enforce import enforce_packed, mirror_attributes  # noqa: E4
 p = argparse.ArgumentParser()
 p.add_argument("--repeat", type=int, default=7, help="passes each way, alternating; the best counts")
 p.add_argument("--masking", choices=("on", "off"), default="off", help="the default policy, or enforce=false")
+p.add_argument("--uploads", choices=("all", "with-snapshot", "without-snapshot"), default="all",
+               help="only the uploads that hold a full snapshot, or only those that do not")
 args = p.parse_args()
 policy = MaskingPolicy() if args.masking == "on" else MaskingPolicy(enforce=False)
 if not packed_ingest.BUILT:
@@ -50,7 +53,8 @@ limits = Limits()
 recs = load_recordings()
 bodies = [orjson.dumps({"token": "t", "session_id": f"s-{rec.name}", "window_id": window, "batch_id": f"b{i}",
                         "events": events})
-          for rec in recs for i, (window, events) in enumerate(cut_batches(rec))]
+          for rec in recs for i, (window, events) in enumerate(cut_batches(rec))
+          if args.uploads == "all" or (args.uploads == "with-snapshot") == any(e["type"] == 2 for e in events)]
 raw_mb = sum(len(b) for b in bodies) / 1e6
 _tune_gc()
 
@@ -96,7 +100,7 @@ for _ in range(args.repeat):
 
 print(f"machine: {machine()}")
 print(f"{len(bodies)} uploads, {raw_mb:.1f} MB raw JSON, from {', '.join(r.name for r in recs)}; "
-      f"best of {args.repeat} alternating passes; masking {args.masking}")
+      f"best of {args.repeat} alternating passes; masking {args.masking}; uploads: {args.uploads}")
 for name in ("ordinary", "packed"):
     print(f"  {name:<9} {best[name] / len(bodies) * 1e6:7.0f} us/upload   {raw_mb / best[name]:6.1f} MB/CPU-s")
 print(f"  packed uses {best['packed'] / best['ordinary']:.2f}x the CPU of the ordinary path "

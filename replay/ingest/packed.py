@@ -89,15 +89,21 @@ def read_envelope(body: bytes) -> NativeEnvelope | None:
 def read_events(packed: msgspec.Raw, limits: Limits) -> PackedEvents | None:
     """The envelope's events, each left packed, checked as ``check_events`` checks decoded ones;
     None when the ordinary path must decide. Raises its errors for events it refuses."""
+    events = split_events(packed)
+    if events is not None:
+        check_events(events.fields, limits)  # the very checks of the ordinary path, on the fields they read
+    return events
+
+
+def split_events(packed: bytes | msgspec.Raw) -> PackedEvents | None:
+    """A packed array of events cut into packed events and the fields checks and summaries read;
+    None when it is not an array of objects with the usual fields (the ordinary path says what is wrong)."""
     try:
         heads = _heads.decode(packed)
         events = _raw_events.decode(packed)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        return None  # not an array of objects with the usual fields: the ordinary path says what is wrong
-    # The very checks of the ordinary path, on the fields they read.
-    fields = [_fields(head) for head in heads]
-    check_events(fields, limits)
-    return PackedEvents(events=events, fields=fields)
+        return None
+    return PackedEvents(events=events, fields=[_fields(head) for head in heads])
 
 
 def _fields(head: _EventHead) -> dict[str, Any]:

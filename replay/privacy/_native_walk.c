@@ -1228,14 +1228,14 @@ static NameEntry *name_entry(const unsigned char *s, Py_ssize_t len) {
     return name_entry(s, len);
 }
 
-/* The prefilters over a packed str: its bytes when ASCII, else the decoded str. */
-static int packed_pii(const unsigned char *s, Py_ssize_t len, int url) {
+/* The PII prefilter over a packed str: its bytes when ASCII, else the decoded str. */
+static int packed_pii(const unsigned char *s, Py_ssize_t len) {
     if (is_ascii(s, len))
-        return url ? url_pii_in(PyUnicode_1BYTE_KIND, s, len) : pii_in(PyUnicode_1BYTE_KIND, s, 0, len);
+        return pii_in(PyUnicode_1BYTE_KIND, s, 0, len);
     PyObject *text = PyUnicode_DecodeUTF8((const char *)s, len, NULL);
     if (text == NULL)
         return -1;
-    int r = url ? url_may_contain_pii(text) : may_contain_pii(text);
+    int r = may_contain_pii(text);
     Py_DECREF(text);
     return r;
 }
@@ -1251,7 +1251,7 @@ typedef struct {
 
 typedef struct {
     Walk w;
-    PyObject *delegate, *event, *root_ctx;
+    PyObject *delegate, *event;
     const unsigned char *b;
     Py_ssize_t n;
     Splice *splices;
@@ -1622,7 +1622,7 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
             goto done;
         int pii = 0;
         if (!known && (kind == TEXT || kind == COMMENT || kind == CDATA) && f.text.type == MP_STR)
-            pii = packed_pii(b + f.text.data, f.text.len, 0);  /* ROOT: only a detector could act */
+            pii = packed_pii(b + f.text.data, f.text.len);  /* ROOT: only a detector could act */
         if (pii < 0)
             goto done;
         if (known || pii)

@@ -224,16 +224,18 @@ def test_masking_turned_back_on_applies_to_the_next_upload(server, project):
     ([], "invalid_events"),
     ({"type": 3}, "invalid_events"),
 ])
-def test_bad_events_get_the_same_error_either_way(make_server, events, code):
+def test_bad_events_get_the_same_error_either_way(server, project, events, code):
+    # JSON is packed (for a masking project and an unmasked one); msgpack takes the ordinary path.
+    plain = server.create_project("plain")
+    unmask(server, plain)
     answers = []
-    for enforce in (True, False):
-        server = make_server()
-        project = server.create_project()
-        if not enforce:
-            unmask(server, project)
-        r = post_batch(server.url, project.token, "bad", events, batch_id="b1")
+    for target, kind in ((project, "json"), (plain, "json"), (project, "msgpack")):
+        body = {"token": target.token, "session_id": "bad", "window_id": "w", "batch_id": "b1", "events": events}
+        data, ctype = (orjson.dumps(body), "application/json") if kind == "json" else \
+            (msgspec.msgpack.encode(body), "application/msgpack")
+        r = requests.post(f"{server.url}/v1/recordings", data=data, headers={"Content-Type": ctype}, timeout=30)
         answers.append((r.status_code, r.json()))
-    assert answers[0] == answers[1]
+    assert answers[0] == answers[1] == answers[2]
     assert answers[0][0] in (400, 413) and answers[0][1]["error"] == code
 
 
@@ -247,29 +249,34 @@ def test_an_event_only_the_ordinary_path_may_write_is_stored_as_it_writes_it(ser
 
 
 @pytest.fixture(scope="module")
-def two_projects(tmp_path_factory):
-    from harness import ThreadedReplay
+def either_path(tmp_path_factory):
+    """A server that packs JSON (a masking and an unmasked project) and one that parses it the
+    ordinary way (REPLAY_NATIVE=0: no packer), with the same limits."""
+    from harness import ReplayProcess, ThreadedReplay
     from replay.config import settings_from
 
     server = ThreadedReplay(settings_from(environ={}, data=tmp_path_factory.mktemp("either"), flush_interval=3600.0,
                                           rate_limit=0.0, max_events=50)).start()
     masked, plain = server.create_project("masked"), server.create_project("plain")
     unmask(server, plain)
-    yield server, masked, plain
+    ordinary = ReplayProcess(tmp_path_factory.mktemp("ordinary"), "--flush-interval", "3600", "--rate-limit", "0",
+                             "--max-events", "50", env={"REPLAY_NATIVE": "0"}).start()
+    yield [(server.url, masked.token), (server.url, plain.token),
+           (ordinary.url, ordinary.printed(r"ingest token: (\S+)"))]
+    ordinary.terminate()
     server.stop()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(documents)
-def test_any_document_gets_the_same_answer_from_either_path(two_projects, doc):
-    server, masked, plain = two_projects
+def test_any_document_gets_the_same_answer_from_either_path(either_path, doc):
     answers = []
-    for project in (masked, plain):
-        sent = {**doc, "token": project.token} if doc.get("token") == "VALID" else doc
-        r = requests.post(f"{server.url}/v1/recordings", data=json.dumps(sent).encode(),
+    for url, token in either_path:
+        sent = {**doc, "token": token} if doc.get("token") == "VALID" else doc
+        r = requests.post(f"{url}/v1/recordings", data=json.dumps(sent).encode(),
                           headers={"Content-Type": "application/json"}, timeout=30)
         answers.append((r.status_code, r.json()))
-    assert answers[0] == answers[1]
+    assert answers[0] == answers[1] == answers[2]
     assert answers[0][0] == 200 or 400 <= answers[0][0] < 500
 
 
