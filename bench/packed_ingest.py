@@ -3,6 +3,7 @@
 
     REPLAY_BENCH_CORPUS=bench/out/corpus-snapshot .venv/bin/python bench/packed_ingest.py [--repeat 7] [--masking on|off]
         [--uploads all|with-snapshot|without-snapshot]
+    valgrind --tool=callgrind .venv/bin/python bench/packed_ingest.py --masking on --only packed --passes 2
 
 Each ~2 s upload of the corpus, as the JSON body `POST /v1/recordings` receives (inflated), goes
 through what native ingest runs after gunzip and before the spool, both ways, alternating passes:
@@ -13,6 +14,10 @@ through what native ingest runs after gunzip and before the spool, both ways, al
 - packed: `packed.read_envelope` (`_json_to_msgpack.c`, then msgspec reading the envelope, the
   events left packed), `packed.read_events` (the fields checks and summaries need), with masking
   `enforce_packed` (full snapshots walked on their msgpack in C), `codec.join_packed_items`, `summarize`.
+
+``--only ordinary|packed --passes N`` makes N passes of one path and reports nothing: under
+callgrind, the instructions with ``--passes 2`` minus those with ``--passes 1`` are one pass's, a
+count that does not move with the machine's speed (the timings here do, 1.5x between runs).
 
 Both must give the same items and summaries (checked). Prints CPU per upload, the best pass of
 each, and their ratio; the garbage collector is tuned as `replay serve` tunes it.
@@ -44,6 +49,8 @@ p.add_argument("--repeat", type=int, default=7, help="passes each way, alternati
 p.add_argument("--masking", choices=("on", "off"), default="off", help="the default policy, or enforce=false")
 p.add_argument("--uploads", choices=("all", "with-snapshot", "without-snapshot"), default="all",
                help="only the uploads that hold a full snapshot, or only those that do not")
+p.add_argument("--only", choices=("ordinary", "packed"), help="passes of one path, no report (for callgrind)")
+p.add_argument("--passes", type=int, default=1, help="with --only: how many")
 args = p.parse_args()
 policy = MaskingPolicy() if args.masking == "on" else MaskingPolicy(enforce=False)
 if not packed_ingest.BUILT:
@@ -89,6 +96,11 @@ def one_pass(fn) -> tuple[float, list]:
     results = [fn(body) for body in bodies]
     return clock() - t0, results
 
+
+if args.only:
+    for _ in range(args.passes):
+        one_pass(ordinary if args.only == "ordinary" else packed)
+    sys.exit(0)
 
 best: dict[str, float] = {}
 outputs: dict[str, list] = {}

@@ -39,7 +39,9 @@ class NativeEnvelope(msgspec.Struct):
     window_id: Any = None
     distinct_id: Any = None
     batch_id: Any = None
-    events: msgspec.Raw = msgspec.Raw(b"\xc0")  # nil: absent is refused as the ordinary path refuses it
+    # Each event's bytes, cut in the same pass that reads the envelope. Absent (None), or not an array
+    # (a ValidationError), and the ordinary path gives its error.
+    events: list[msgspec.Raw] | None = None
 
     def get(self, name: str) -> Any:  # read like the decoded dict of the ordinary path
         return getattr(self, name)
@@ -66,8 +68,7 @@ class _EventHead(msgspec.Struct):
 
 
 _envelope = msgspec.msgpack.Decoder(NativeEnvelope)
-_heads = msgspec.msgpack.Decoder(list[_EventHead])
-_raw_events = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_head = msgspec.msgpack.Decoder(_EventHead)
 _DATA_FIELDS = _Data.__struct_fields__
 
 
@@ -86,21 +87,20 @@ def read_envelope(body: bytes) -> NativeEnvelope | None:
         return None  # not an object: the ordinary path says what is wrong
 
 
-def read_events(packed: msgspec.Raw, limits: Limits) -> PackedEvents | None:
+def read_events(events: list[msgspec.Raw] | None, limits: Limits) -> PackedEvents | None:
     """The envelope's events, each left packed, checked as ``check_events`` checks decoded ones;
     None when the ordinary path must decide. Raises its errors for events it refuses."""
-    events = split_events(packed)
-    if events is not None:
-        check_events(events.fields, limits)  # the very checks of the ordinary path, on the fields they read
-    return events
+    packed = split_events(events) if events is not None else None
+    if packed is not None:
+        check_events(packed.fields, limits)  # the very checks of the ordinary path, on the fields they read
+    return packed
 
 
-def split_events(packed: bytes | msgspec.Raw) -> PackedEvents | None:
-    """A packed array of events cut into packed events and the fields checks and summaries read;
-    None when it is not an array of objects with the usual fields (the ordinary path says what is wrong)."""
+def split_events(events: list[Any]) -> PackedEvents | None:
+    """Packed events (msgspec.Raw or bytes) with the fields checks and summaries read of each; None
+    when one is not an object with the usual fields (the ordinary path says what is wrong)."""
     try:
-        heads = _heads.decode(packed)
-        events = _raw_events.decode(packed)
+        heads = [_head.decode(event) for event in events]
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     return PackedEvents(events=events, fields=[_fields(head) for head in heads])

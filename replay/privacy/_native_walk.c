@@ -1261,7 +1261,7 @@ typedef struct {
      * (rrweb writes childNodes before id), so reading a node skips its children, and without this
      * table every level would re-read the subtree below it. */
     Span *spans;
-    Py_ssize_t nspans;
+    Py_ssize_t nspans, hint;
 } Packed;
 
 /* One pass over the event: checks it is one well-formed msgpack value and fills pk->spans. */
@@ -1319,24 +1319,34 @@ nomemory:
     goto done;
 }
 
-/* Moves *pos past the value there (a container's end from the table); -1 malformed. */
-static int pk_skip(const Packed *pk, Py_ssize_t *pos) {
-    MpValue v;
-    if (mp_head(pk->b, pk->n, pos, &v) < 0)
+/* Reads the value at *pos: its header into v, *pos moved past the whole value (a container's end
+ * from the table); -1 malformed. The walk asks for ends in increasing order nearly always, so the
+ * search gallops forward from the last one found. */
+static int pk_next(Packed *pk, Py_ssize_t *pos, MpValue *v) {
+    if (mp_head(pk->b, pk->n, pos, v) < 0)
         return -1;
-    if ((v.type != MP_ARRAY && v.type != MP_MAP) || v.len == 0)
+    if ((v->type != MP_ARRAY && v->type != MP_MAP) || v->len == 0)
         return 0;
-    Py_ssize_t lo = 0, hi = pk->nspans;
-    while (lo < hi) {
+    const Span *spans = pk->spans;
+    Py_ssize_t lo = pk->hint < pk->nspans && spans[pk->hint].start <= v->start ? pk->hint : 0, step = 1, hi = lo;
+    while (hi < pk->nspans && spans[hi].start < v->start) {
+        lo = hi + 1;
+        hi += step;
+        step *= 2;
+    }
+    if (hi > pk->nspans)
+        hi = pk->nspans;
+    while (lo < hi) {  /* the first span starting at or after v->start, in [lo, hi] */
         Py_ssize_t mid = lo + (hi - lo) / 2;
-        if (pk->spans[mid].start < v.start)
+        if (spans[mid].start < v->start)
             lo = mid + 1;
         else
             hi = mid;
     }
-    if (lo == pk->nspans || pk->spans[lo].start != v.start)
+    if (lo == pk->nspans || spans[lo].start != v->start)
         return -1;
-    *pos = pk->spans[lo].end;
+    pk->hint = lo;
+    *pos = spans[lo].end;
     return 0;
 }
 
@@ -1492,10 +1502,7 @@ static int packed_element(Packed *pk, const NodeFields *f, PyObject *sid, PyObje
             if (mp_head(b, pk->n, &pos, &k) < 0)
                 goto malformed;
             Py_ssize_t vstart = pos;
-            if (mp_head(b, pk->n, &vstart, &v) < 0)
-                goto malformed;
-            vstart = pos;
-            if (pk_skip(pk, &pos) < 0)
+            if (pk_next(pk, &pos, &v) < 0)
                 goto malformed;
             if (k.type != MP_STR)
                 goto python;
@@ -1572,8 +1579,7 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
     for (Py_ssize_t i = 0; i < m.len; i++) {
         if (mp_head(b, pk->n, &pos, &k) < 0)
             goto malformed;
-        Py_ssize_t vpos = pos;
-        if (mp_head(b, pk->n, &vpos, &v) < 0 || pk_skip(pk, &pos) < 0)
+        if (pk_next(pk, &pos, &v) < 0)
             goto malformed;
         if (k.type != MP_STR)
             continue;
@@ -1639,12 +1645,10 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
             goto malformed_done;
         for (Py_ssize_t i = 0; i < a.len && rc == 0; i++) {
             Py_ssize_t at = cpos;
-            if (mp_head(b, pk->n, &at, &c) < 0)
+            if (pk_next(pk, &cpos, &c) < 0)
                 goto malformed_done;
             if (c.type == MP_MAP)
-                rc = packed_node(pk, cpos, node, depth + 1);
-            if (rc == 0 && pk_skip(pk, &cpos) < 0)
-                goto malformed_done;
+                rc = packed_node(pk, at, node, depth + 1);
         }
     }
     goto done;
@@ -1661,10 +1665,10 @@ malformed:
 }
 
 /* The value of ``key`` in the map at b[*pos] (its start in *pos); 0 absent or not a map, -1 malformed. */
-static int packed_field(const Packed *pk, Py_ssize_t *pos, const char *key) {
+static int packed_field(Packed *pk, Py_ssize_t *pos, const char *key) {
     const unsigned char *b = pk->b;
     Py_ssize_t n = pk->n;
-    MpValue m, k;
+    MpValue m, k, v;
     Py_ssize_t p = *pos, found = -1;
     if (mp_head(b, n, &p, &m) < 0)
         return -1;
@@ -1676,7 +1680,7 @@ static int packed_field(const Packed *pk, Py_ssize_t *pos, const char *key) {
             return -1;
         if (str_is(b, &k, key, klen))
             found = p;  /* the last one counts */
-        if (pk_skip(pk, &p) < 0)
+        if (pk_next(pk, &p, &v) < 0)
             return -1;
     }
     if (found < 0)

@@ -45,7 +45,7 @@ def packed(policy, events, batch=7):
     mirror = SessionMirror(mirror_attributes(policy))
     out, fields = [], []
     for i in range(0, len(events), batch):
-        part = split_events(pack(events[i:i + batch]))  # as ingest reads an upload's events
+        part = split_events([pack(e) for e in events[i:i + batch]])  # as ingest reads an upload's events
         assert part is not None
         enforce_packed(policy, mirror, part.events, part.fields)
         out += [bytes(p) for p in part.events]
