@@ -1713,22 +1713,24 @@ static PyObject *spliced(Packed *pk) {
 }
 
 static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "walk_packed(walker, event: bytes, delegate)");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "walk_packed(walker, event, delegate)");
         return NULL;
     }
     if (!configured())
         return NULL;
+    Py_buffer view;  /* bytes or msgspec.Raw: read in place, held (and so kept alive) until the end */
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
     Packed pk = {0};
     pk.event = args[1];
     pk.delegate = args[2];
-    pk.b = (const unsigned char *)PyBytes_AS_STRING(args[1]);
-    pk.n = PyBytes_GET_SIZE(args[1]);
+    pk.b = (const unsigned char *)view.buf;
+    pk.n = view.len;
+    PyObject *result = NULL;
     Py_ssize_t pos = 0;
-    if (build_spans(&pk) < 0) {
-        PyMem_Free(pk.spans);
-        return NULL;
-    }
+    if (build_spans(&pk) < 0)
+        goto done;
     int found = packed_field(&pk, &pos, "data");
     if (found > 0)
         found = packed_field(&pk, &pos, "node");
@@ -1736,14 +1738,14 @@ static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t
     Py_ssize_t at = pos;
     if (found > 0 && (mp_head(pk.b, pk.n, &at, &node) < 0 || node.type != MP_MAP))
         found = 0;
-    if (found <= 0) {
-        PyMem_Free(pk.spans);
-        if (found < 0)
-            PyErr_SetString(PyExc_ValueError, "walk_packed: malformed msgpack");
-        /* else Walker.event does nothing without data.node as an object */
-        return found < 0 ? NULL : Py_BuildValue("(On)", args[1], (Py_ssize_t)0);
+    if (found < 0) {
+        PyErr_SetString(PyExc_ValueError, "walk_packed: malformed msgpack");
+        goto done;
     }
-    PyObject *result = NULL;
+    if (found == 0) {  /* Walker.event does nothing without data.node as an object */
+        result = Py_BuildValue("(On)", args[1], (Py_ssize_t)0);
+        goto done;
+    }
     int rc = walk_init(&pk.w, args[0]);
     if (rc == 0) {
         PyObject *r = PyObject_CallMethod(pk.w.mirror, "reset", NULL);
@@ -1759,10 +1761,12 @@ static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t
             Py_DECREF(out);
         }
     }
+    walk_clear(&pk.w);
+done:
     drop_splices(&pk, 0);
     PyMem_Free(pk.splices);
     PyMem_Free(pk.spans);
-    walk_clear(&pk.w);
+    PyBuffer_Release(&view);
     return result;
 }
 

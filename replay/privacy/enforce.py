@@ -90,7 +90,7 @@ def enforce_packed(policy: MaskingPolicy, mirror: SessionMirror, events: list[An
     walker = _enforcing_walker(policy, mirror)
     for i, head in enumerate(fields):
         kind, data = head["type"], head["data"]
-        if kind == FULL_SNAPSHOT and (masked := walker.packed_full_snapshot(bytes(events[i]))) is not None:
+        if kind == FULL_SNAPSHOT and (masked := walker.packed_full_snapshot(events[i])) is not None:
             events[i] = masked  # only data.node changes: the fields summarize reads stay as they are
         elif data is not None and (data.get("source") in _READ_SOURCES if kind == INCREMENTAL else kind in _READ_TYPES):
             decoded = msgspec.msgpack.decode(events[i])

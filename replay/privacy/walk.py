@@ -253,9 +253,10 @@ class Walker:
         elif kind in (CUSTOM, PLUGIN):
             self._free(data, "custom event" if kind == CUSTOM else "plugin event")
 
-    def packed_full_snapshot(self, event: bytes) -> bytes | None:
-        """``event`` (a full snapshot, packed as msgpack) with the policy applied, the mirror updated
-        as ``event()`` updates it; None when the C walk is not built (decode and call ``event``)."""
+    def packed_full_snapshot(self, event: bytes | msgspec.Raw) -> bytes | msgspec.Raw | None:
+        """``event`` (a full snapshot, packed as msgpack) with the policy applied (``event`` itself when
+        nothing changed), the mirror updated as ``event()`` updates it; None when the C walk is not
+        built (decode and call ``event``)."""
         if native_walk_packed is None:
             return None
         masked, _ = native_walk_packed(self, event, self._walk_packed_subtree)
