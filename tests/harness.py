@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -195,6 +196,20 @@ def start_test_server(data: Path, store: BlobStore | None = None, **overrides: A
     overrides.setdefault("node_id", "test")
     from replay.config import settings_from
     return ThreadedReplay(settings_from(environ={}, data=data, **overrides), store=store).start()
+
+
+def mutated(rng: random.Random, data: bytes, tokens: list[bytes]) -> bytes:
+    """``data`` with one to five edits, for the fuzz scripts: ``tokens`` inserted, bytes deleted or replaced."""
+    s = bytearray(data)
+    for _ in range(rng.randrange(1, 6)):
+        op, pos = rng.random(), rng.randrange(len(s) + 1)
+        if op < 0.4:
+            s[pos:pos] = rng.choice(tokens)
+        elif op < 0.7 and s:
+            del s[pos:pos + rng.randrange(1, 8)]
+        elif s:
+            s[min(pos, len(s) - 1)] = rng.randrange(256)
+    return bytes(s)
 
 
 def load_fixture_events(name: str = "rrweb-player-events.json") -> list[dict[str, Any]]:
