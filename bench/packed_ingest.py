@@ -11,8 +11,9 @@ through what native ingest runs after gunzip and before the spool, both ways, al
 - ordinary: `parse_json` (orjson, the tree taken out of the collector's sight), `check_events`,
   with masking `enforce_events` (the default policy, one mirror per window as the server keeps),
   `codec.pack_items`, `summarize`, and freeing the decoded upload;
-- packed: `packed.read_envelope` (`_json_to_msgpack.c`, then msgspec reading the envelope, the
-  events left packed), `packed.read_events` (the fields checks and summaries need), with masking
+- packed: `packed.read_envelope` (`_json_to_msgpack.c` packing the body and cutting it into the
+  envelope, each event's bytes and their heads; msgspec reading the envelope), `packed.read_events`
+  (msgspec reading the heads: the fields checks and summaries need), with masking
   `enforce_packed` (full snapshots walked on their msgpack in C), `codec.join_packed_items`, `summarize`.
 
 ``--only ordinary|packed --passes N`` makes N passes of one path and reports nothing: under
@@ -84,7 +85,7 @@ def ordinary(body: bytes) -> tuple[bytes, object]:
 
 def packed(body: bytes) -> tuple[bytes, object]:
     envelope = packed_ingest.read_envelope(body)
-    out = packed_ingest.read_events(envelope.events, limits)
+    out = packed_ingest.read_events(envelope, limits)
     enforce_packed(policy, mirror(envelope.session_id + envelope.window_id), out.events, out.fields)
     return codec.join_packed_items(envelope.window_id, out.events), summarize(out.fields)
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz replay/ingest/_json_to_msgpack.c under AddressSanitizer and UBSan: mutated real recordings
-# (inserted quotes, escapes, brackets, invalid UTF-8, cut anywhere) must be packed to the very bytes
-# msgspec writes for orjson's parse, or declined, and never read or write out of bounds.
+# and uploads (inserted quotes, escapes, brackets, invalid UTF-8, cut anywhere) must be packed to the
+# very bytes msgspec writes for orjson's parse, or declined, and cut (transcode_upload) into exactly
+# the envelope, events and heads msgspec reads from those bytes; never read or write out of bounds.
 # PYTHONMALLOC=malloc: every Python bytes object gets its own allocation, so ASan sees a read past its end.
 #   scripts/fuzz_json_to_msgpack.sh [SEED] [CASES]     (needs gcc and ./scripts/setup --test first)
 set -euo pipefail
@@ -21,18 +22,40 @@ import _json_to_msgpack
 from harness import RECORDINGS, load_recording, mutated
 
 seeds = [orjson.dumps(load_recording(p)) for p in RECORDINGS]
+seeds += [orjson.dumps({"token": "t", "window_id": "w", "events": load_recording(p)[i:i + 20]})
+          for p in RECORDINGS for i in (0, 40)]
 tokens = [b'"', b'\\', b'\\u', b'\\ud800', b'\\udc00', b'{', b'}', b'[', b']', b',', b':', b'\xff', b'\xc3',
           b'\xed\xa0\x80', b'\xf4\x90', b'1e999', b'-', b'0', b'.', b'e', b'\x00', b' ']
 rng = random.Random(seed)
-packed = 0
+packed = uploads_cut = 0
+FIELDS = ("token", "session_id", "window_id", "distinct_id", "batch_id")
 
 
 def check(text: bytes, depth: int) -> None:
-    global packed
+    global packed, uploads_cut
     out = _json_to_msgpack.transcode(text, depth)
-    if out is not None:
-        packed += 1
-        assert out == msgspec.msgpack.encode(orjson.loads(text)), text[:200]
+    upload = _json_to_msgpack.transcode_upload(text, depth)
+    if out is None:
+        assert upload is None
+        return
+    packed += 1
+    assert out == msgspec.msgpack.encode(orjson.loads(text)), text[:200]
+    if not isinstance(upload, tuple):
+        assert upload == out
+        return
+    uploads_cut += 1
+    envelope, events, heads = upload
+    whole = msgspec.msgpack.decode(out)
+    assert msgspec.msgpack.decode(envelope) == {**whole, "events": None}
+    assert events == [msgspec.msgpack.encode(e) for e in whole["events"]]
+    for event, head in zip(whole["events"], msgspec.msgpack.decode(heads), strict=True):
+        if not isinstance(event, dict):
+            assert head == event
+            continue
+        want = {k: event[k] for k in ("type", "timestamp", "data") if k in event}
+        if isinstance(want.get("data"), dict):
+            want["data"] = {k: v for k, v in want["data"].items() if k in _json_to_msgpack.DATA_FIELDS}
+        assert head == want
 
 
 for _ in range(cases):
@@ -44,5 +67,6 @@ for _ in range(cases):
 for text in seeds:
     for cut in range(0, min(len(text), 3000), 7):
         check(text[:cut], 256)
-print(f"{cases} mutated inputs and every cut of the recordings: no sanitizer report; {packed} packed, all exact")
+print(f"{cases} mutated inputs and every cut of the recordings: no sanitizer report; {packed} packed, all exact; "
+      f"{uploads_cut} uploads cut, all exact")
 PY

@@ -70,7 +70,7 @@ async def post_recordings(request: web.Request) -> web.Response:
     distinct_id = check_distinct_id(payload.get("distinct_id"), limits)
     packed = None
     if isinstance(payload, NativeEnvelope):  # its events left packed (ingest/packed.py)
-        packed = read_events(payload.events, limits)
+        packed = read_events(payload, limits)
         if packed is None:  # events the ordinary path must look at
             payload = parse_json(body)
     events = [] if packed is not None else check_events(payload.get("events"), limits)

@@ -1,8 +1,9 @@
 """Native JSON uploads packed straight from their text, their events never decoded whole.
 
-``_json_to_msgpack.c`` writes the bytes msgspec would write for orjson's parse of the whole body;
-msgspec reads the envelope's fields and the few event fields checks and summaries need from those
-bytes and leaves each event packed. Masking then works on the packed events (``privacy/enforce.py``:
+``_json_to_msgpack.c`` writes the bytes msgspec would write for orjson's parse of the whole body,
+and cuts them as it goes: the envelope (its events left out), each event's bytes, and each event's
+"head" (the few fields checks and summaries read, copied out). msgspec reads the envelope and the
+heads; the events stay packed. Masking then works on the packed events (``privacy/enforce.py``:
 full snapshots in C on their msgpack, the few other events the walker reads decoded one by one),
 and the stored items are the packed events joined. Decoding every event into Python objects,
 packing and freeing them cost 2.3x what this does without masking (bench/RESULTS.md, seventh
@@ -15,6 +16,7 @@ stores the very same bytes or gives the error. So the two paths can only differ 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -31,17 +33,32 @@ BUILT = _native is not None
 MAX_DEPTH = 256
 
 
-class NativeEnvelope(msgspec.Struct):
-    """``POST /v1/recordings``'s fields, with the events left packed (msgpack, not decoded)."""
+class _Envelope(msgspec.Struct):
+    """``POST /v1/recordings``'s fields as msgspec reads them from the packed body."""
 
     token: Any = None
     session_id: Any = None
     window_id: Any = None
     distinct_id: Any = None
     batch_id: Any = None
-    # Each event's bytes, cut in the same pass that reads the envelope. Absent (None), or not an array
-    # (a ValidationError), and the ordinary path gives its error.
+    # Each event's bytes, when the transcoder did not cut them itself (see read_envelope). Absent
+    # (None), or not an array (a ValidationError), and the ordinary path gives its error.
     events: list[msgspec.Raw] | None = None
+
+
+@dataclass(slots=True)
+class NativeEnvelope:
+    """An upload read by ``read_envelope``: its fields, its events left packed."""
+
+    token: Any
+    session_id: Any
+    window_id: Any
+    distinct_id: Any
+    batch_id: Any
+    events: list[msgspec.Raw] | list[bytes] | None
+    # The transcoder's heads of the events (msgpack: per event a map of the fields _EventHead reads),
+    # or None: then each event is read for them (split_events).
+    heads: bytes | None = None
 
     def get(self, name: str) -> Any:  # read like the decoded dict of the ordinary path
         return getattr(self, name)
@@ -67,8 +84,9 @@ class _EventHead(msgspec.Struct):
     data: _Data | None
 
 
-_envelope = msgspec.msgpack.Decoder(NativeEnvelope)
+_envelope = msgspec.msgpack.Decoder(_Envelope)
 _head = msgspec.msgpack.Decoder(_EventHead)
+_heads = msgspec.msgpack.Decoder(list[_EventHead])
 _DATA_FIELDS = _Data.__struct_fields__
 
 
@@ -78,22 +96,42 @@ def read_envelope(body: bytes) -> NativeEnvelope | None:
     if _native is None:
         return None
     check_json_value_budget(body)
-    packed = _native.transcode(body, MAX_DEPTH)
-    if packed is None:
+    out = _native.transcode_upload(body, MAX_DEPTH)
+    if out is None:
         return None
+    if isinstance(out, tuple):  # an object with an events array: cut by the transcoder
+        packed, events, heads = out
+    else:
+        packed, events, heads = out, None, None
     try:
-        return _envelope.decode(packed)
+        wire = _envelope.decode(packed)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None  # not an object: the ordinary path says what is wrong
+    return NativeEnvelope(wire.token, wire.session_id, wire.window_id, wire.distinct_id, wire.batch_id,
+                          wire.events if events is None else events, heads)
 
 
-def read_events(events: list[msgspec.Raw] | None, limits: Limits) -> PackedEvents | None:
+def read_events(envelope: NativeEnvelope, limits: Limits) -> PackedEvents | None:
     """The envelope's events, each left packed, checked as ``check_events`` checks decoded ones;
     None when the ordinary path must decide. Raises its errors for events it refuses."""
-    packed = split_events(events) if events is not None else None
+    packed = packed_events(envelope)
     if packed is not None:
         check_events(packed.fields, limits)  # the very checks of the ordinary path, on the fields they read
     return packed
+
+
+def packed_events(envelope: NativeEnvelope) -> PackedEvents | None:
+    """The envelope's events with the fields checks and summaries read of each (unchecked); None
+    when one is not an object with the usual fields."""
+    if envelope.events is None:
+        return None
+    if envelope.heads is None:
+        return split_events(envelope.events)
+    try:
+        heads = _heads.decode(envelope.heads)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return PackedEvents(events=envelope.events, fields=[_fields(head) for head in heads])
 
 
 def split_events(events: list[Any]) -> PackedEvents | None:

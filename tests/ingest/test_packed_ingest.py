@@ -120,12 +120,71 @@ def test_edges_of_the_formats_pack_exactly():
         assert transcode(text) == ordinary(text), text[:80]
 
 
+# -- the transcoder's cut: envelope, events and their heads in the same pass ----------------------
+
+def read_whole(text: bytes):
+    """What the cut must match: the whole upload packed, read by msgspec, each event read for its head."""
+    whole = transcode(text)
+    if whole is None:
+        return None
+    try:
+        wire = msgspec.msgpack.decode(whole, type=packed_ingest._Envelope)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    events = None if wire.events is None else [bytes(e) for e in wire.events]
+    packed = None if events is None else packed_ingest.split_events(events)
+    return msgspec.structs.astuple(wire)[:-1], events, None if packed is None else packed.fields
+
+
+def read_cut(text: bytes):
+    envelope = packed_ingest.read_envelope(text)
+    if envelope is None:
+        return None
+    packed = packed_ingest.packed_events(envelope)
+    events = None if envelope.events is None else [bytes(e) for e in envelope.events]
+    fields = (envelope.token, envelope.session_id, envelope.window_id, envelope.distinct_id, envelope.batch_id)
+    return fields, events, None if packed is None else packed.fields
+
+
+def test_the_cut_and_the_fields_it_reads_are_those_of_decoding_each_event():
+    assert packed_ingest._native.DATA_FIELDS == packed_ingest._Data.__struct_fields__
+    for path in RECORDINGS:
+        events = load_recording(path)
+        text = orjson.dumps({"token": "t", "session_id": "s", "window_id": "w", "batch_id": "b", "events": events})
+        cut = read_cut(text)
+        assert cut == read_whole(text) and cut[2] is not None and len(cut[1]) == len(events)
+        assert packed_ingest.read_envelope(text).heads is not None  # the cut, not the fallback
+
+
+small_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.sampled_from(["type", "events", "data", "x"]), inner, max_size=3), max_leaves=6)
+event_keys = st.sampled_from(["type", "timestamp", "data", "delay", "events", ""]) | st.text(max_size=4)
+data_keys = st.sampled_from([*packed_ingest._Data.__struct_fields__, "node", "adds", "events", "id"]) | st.text(max_size=4)
+data_like = st.dictionaries(data_keys, small_values, max_size=8)
+usual_event = st.fixed_dictionaries({"type": st.integers(0, 6), "timestamp": st.integers(0, 2**40),
+                                     "data": data_like | st.none()}, optional={"delay": small_values, "x": small_values})
+odd_event = (st.fixed_dictionaries({"type": small_values, "timestamp": json_scalars, "data": small_values})
+             | st.dictionaries(event_keys, small_values | data_like, max_size=6) | small_values)
+# One odd event sends a whole upload to the ordinary path: most uploads have none.
+events_like = st.lists(usual_event, max_size=6) | st.lists(usual_event | odd_event, max_size=4)
+envelope_like = (st.fixed_dictionaries({"events": events_like}, optional={
+    "token": st.text(max_size=4), "window_id": small_values, "heads": small_values, "x": events_like})
+    | st.dictionaries(st.sampled_from(["token", "events", "heads"]) | st.text(max_size=4), small_values, max_size=4))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(envelope_like | st.lists(envelope_like, max_size=2), st.booleans())
+def test_any_upload_is_cut_as_decoding_each_event_reads_it(doc, spaced):
+    text = json.dumps(doc, indent=1 if spaced else None).encode()
+    assert read_cut(text) == read_whole(text)
+
+
 # -- packed events: the ordinary path's items and summary ----------------------------------------
 
 def packed_upload(events, window_id="tab-1"):
     envelope = packed_ingest.read_envelope(orjson.dumps({"token": "t", "window_id": window_id, "events": events}))
     assert envelope is not None and envelope.window_id == window_id and envelope.token == "t"
-    return packed_ingest.read_events(envelope.events, LIMITS)
+    return packed_ingest.read_events(envelope, LIMITS)
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
