@@ -269,3 +269,39 @@ class SelectorSet:
 
 def parse_all(selector_lists: Iterable[str]) -> SelectorSet:
     return SelectorSet(s for text in selector_lists for s in parse(text))
+
+
+class SelectorInputs:
+    """What a set of selectors reads of a node's own attributes: the ids, class names and attribute
+    tests of all their compounds.
+
+    A change of a node's attribute that no compound can tell apart (a class none of them names, an
+    attribute none of them tests) changes no match, of this node or of any node below it (a
+    compound reads only its own node), so matches remembered for the tree still hold.
+    """
+
+    def __init__(self, sets: Iterable[SelectorSet]) -> None:
+        compounds = [c for s in sets for sel in s.selectors for c in sel.compounds]
+        self.ids = frozenset(i for c in compounds for i in c.ids)
+        self.classes = frozenset(k for c in compounds for k in c.classes)
+        tests: dict[str, set[tuple[str, str]]] = {}
+        for c in compounds:
+            for name, op, want in c.attrs:
+                tests.setdefault(name, set()).add((op, want))
+        self.tests = {name: tuple(t) for name, t in tests.items()}
+
+    def changed_by(self, name: str, old: str | None, new: str | None) -> bool:
+        """Whether setting attribute ``name`` (lower case) from ``old`` to ``new`` may change a match."""
+        if old == new:
+            return False
+        if name == "id" and (old in self.ids or new in self.ids):
+            return True
+        if name == "class" and self.classes:
+            flipped = set((old or "").split()) ^ set((new or "").split())
+            if not self.classes.isdisjoint(flipped):
+                return True
+        for op, want in self.tests.get(name, ()):
+            if (old is not None and _attr_ok(op, old, want)) != (new is not None and _attr_ok(op, new, want)):
+                return True
+        return False
+

@@ -31,7 +31,7 @@ from replay.privacy import mirror as _mirror
 from replay.privacy.detectors import may_contain_pii, url_may_contain_pii
 from replay.privacy.mirror import BLOCKED, PASSWORD, Node, SessionMirror
 from replay.privacy.policy import MaskingPolicy
-from replay.privacy.selectors import parse_all
+from replay.privacy.selectors import SelectorInputs, parse_all
 from replay.privacy.urls import name_parts
 
 # rrweb enums (rrweb-snapshot NodeType, rrweb EventType / IncrementalSource).
@@ -104,6 +104,7 @@ class Rules:
             if at:
                 by_attr.setdefault(name.lower(), []).append(selector)
         self.attr_selectors = {k: parse_all(v) for k, v in by_attr.items()}
+        self.inputs = SelectorInputs([self.block, self.mask_text, *self.attr_selectors.values()])
         globs = [fnmatch.translate(r) for r in policy.mask_attributes if "@" not in r and "*" in r]
         self._name_exact = frozenset(r for r in policy.mask_attributes if "@" not in r and "*" not in r)
         self._name_glob = re.compile("|".join(globs)) if globs else None
@@ -569,14 +570,21 @@ class Walker:
                     if sink.drops_blocked:
                         continue
                     sink.blocked(_blocked_root(node), None)
-                changed = False
+                changed = rematch = False
                 for name, value in attrs.items():
                     if value is None or isinstance(value, str):
-                        changed |= mirror.set_attribute(node, name.lower(), value)
+                        name = name.lower()
+                        old = node.attrs.get(name)
+                        if mirror.set_attribute(node, name, value):
+                            changed = True
+                            rematch = rematch or name == "contenteditable" or rules.inputs.changed_by(name, old, value)
                 # Only attributes the mirror keeps (those selectors and form rules test) can change
                 # a context or a match; style and most others, the bulk of attribute mutations, cannot.
-                if changed:
+                # Nor can a class or id no selector names (hover and animation classes): the memos
+                # hold, and the parents of the next adds keep their contexts.
+                if rematch:
                     mirror.forget_memos()
+                if changed:
                     if rules.block and not node.flags & BLOCKED and rules.block.matches(node, self._smemo):
                         self._now_blocked(data, node)
                         if sink.drops_blocked:
