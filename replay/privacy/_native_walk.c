@@ -74,7 +74,7 @@ static PyObject *s_id, *s_type, *s_tagName, *s_attributes, *s_textContent, *s_ch
     *s_class, *s_attrs, *s_contenteditable, *s_value, *s_input, *s_unknown, *s_skip, *s_empty, *s_document,
     *s_lower, *s_add, *s_add_leaf, *s_note_password, *s_element, *s_leaf_text, *s_attribute,
     *s_mirror, *s_rules, *s_block, *s_mask, *s_nodes, *s_leaves, *s_keep, *s_name_cache,
-    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text, *s_memo, *s_parentId, *s_node, *s_ctx_of, *s_add_under, *s_enter;
+    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text, *s_memoized_by_value, *s_scrubbed_urls, *s_pii_masked, *s_memo, *s_parentId, *s_node, *s_ctx_of, *s_add_under, *s_enter;
 
 /* ---- the PII prefilter of detectors._candidate_pattern, without its regex calls ----------------
  * Character classes as CPython's re has them for str patterns: \d is Py_UNICODE_ISDECIMAL, \w is
@@ -361,6 +361,9 @@ typedef struct {
     PyObject *ctx;
     int ctx_blocked, ctx_mask_text, ctx_kind; /* kind: 0 None, 1 "unknown", 2 "skip", 3 other */
     int mask_here; /* the sink's mask_is_mask_text: this loop may mask text itself (see masked_text) */
+    /* The sink's memos of what it made of a URL / of a text a detector might match, when it says its
+     * answer is a function of the value alone (Enforcer.memoized_by_value); else NULL. */
+    PyObject *url_memo, *pii_memo;
 } Walk;
 
 static int read_ctx(Walk *w, PyObject *ctx) {
@@ -527,13 +530,18 @@ static PyObject *masked_text(PyObject *value) {
 /* Walker._attribute for a value of an element that is not an <option>: 1 it would return the value
  * as it is and call no sink; 2 it would mask the value as text (a name the rules mask, and a sink
  * whose masking this loop may do itself); 0 it must run. */
+/* Walker._attribute for an attribute of a ROOT-context element that is not a form field: 1 unchanged,
+ * 2 masked by name (mask_text), VERDICT_URL sink.url decides, VERDICT_PII sink.attribute(..., False)
+ * decides (a detector might match), 0 Python must decide, -1 error. */
+enum { VERDICT_URL = 3, VERDICT_PII = 4 };
+
 static int attribute_verdict(Walk *w, PyObject *lname, int kind, const void *data, Py_ssize_t len) {
     int r = PySet_Contains(URL_ATTRIBUTES, lname);
     if (r != 0) {
         if (r < 0 || find_char(kind, data, 0, len, '=') >= 0)
-            return r < 0 ? -1 : 0;
+            return r < 0 ? -1 : VERDICT_URL;
         r = url_pii_in(kind, data, len);
-        return r < 0 ? -1 : !r;
+        return r < 0 ? -1 : r ? VERDICT_URL : 1;
     }
     if ((r = PySet_Contains(STRUCTURAL, lname)) != 0)
         return r;
@@ -550,11 +558,13 @@ static int attribute_verdict(Walk *w, PyObject *lname, int kind, const void *dat
     if ((r = PyDict_Contains(w->attr_selectors, lname)) != 0)
         return r < 0 ? -1 : 0;
     r = pii_in(kind, data, 0, len);
-    return r < 0 ? -1 : !r;
+    return r < 0 ? -1 : r ? VERDICT_PII : 1;
 }
 
+/* attribute_verdict, the sink's cases as 0 (Python decides). */
 static int attribute_unchanged(Walk *w, PyObject *lname, PyObject *value) {
-    return attribute_verdict(w, lname, PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value));
+    int r = attribute_verdict(w, lname, PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value));
+    return r == VERDICT_URL || r == VERDICT_PII ? 0 : r;
 }
 
 /* Walker._element_attributes for an element that is not an <option>. */
@@ -790,6 +800,8 @@ static void walk_clear(Walk *w) {
     Py_CLEAR(w->block_keys);
     Py_CLEAR(w->mask_keys);
     Py_CLEAR(w->ctx);
+    Py_CLEAR(w->url_memo);
+    Py_CLEAR(w->pii_memo);
 }
 
 static int walk_init(Walk *w, PyObject *walker) {
@@ -814,15 +826,29 @@ static int walk_init(Walk *w, PyObject *walker) {
     PyObject *sink = PyObject_GetAttr(walker, s_sink);
     if (sink == NULL)
         goto done;
-    PyObject *flag = PyObject_GetAttr(sink, s_mask_is_mask_text);
-    Py_DECREF(sink);
-    if (flag == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-            goto done;
-        PyErr_Clear();
+    int by_value = 0;
+    for (int i = 0; i < 2; i++) {
+        PyObject *flag = PyObject_GetAttr(sink, i == 0 ? s_mask_is_mask_text : s_memoized_by_value);
+        if (flag == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                Py_DECREF(sink);
+                goto done;
+            }
+            PyErr_Clear();
+        }
+        *(i == 0 ? &w->mask_here : &by_value) = flag == Py_True;
+        Py_XDECREF(flag);
     }
-    w->mask_here = flag == Py_True;
-    Py_XDECREF(flag);
+    Py_DECREF(sink);
+    if (by_value) {
+        if ((w->url_memo = PyObject_GetAttr(rules, s_scrubbed_urls)) == NULL
+            || (w->pii_memo = PyObject_GetAttr(rules, s_pii_masked)) == NULL)
+            goto done;
+        if (!PyDict_Check(w->url_memo) || !PyDict_Check(w->pii_memo)) {
+            PyErr_SetString(PyExc_TypeError, "Rules.scrubbed_urls and Rules.pii_masked must be dicts");
+            goto done;
+        }
+    }
     if ((w->mask_keys = rule_keys(mask)) == NULL && PyErr_Occurred())
         goto done;
     rc = 0;
@@ -1421,15 +1447,36 @@ static PyObject *packed_str(PyObject *text) {
     return out;
 }
 
-/* attribute_unchanged for a packed value (lname: the lower-cased name): its bytes when ASCII (the
+/* attribute_verdict for a packed value (lname: the lower-cased name): its bytes when ASCII (the
  * 1-byte kind), else the decoded str. */
-static int packed_attribute_unchanged(Packed *pk, PyObject *lname, const unsigned char *s, Py_ssize_t len) {
+static int packed_attribute_verdict(Packed *pk, PyObject *lname, const unsigned char *s, Py_ssize_t len) {
     if (is_ascii(s, len))
         return attribute_verdict(&pk->w, lname, PyUnicode_1BYTE_KIND, s, len);
     PyObject *value = PyUnicode_DecodeUTF8((const char *)s, len, NULL);
     if (value == NULL)
         return -1;
-    int r = attribute_unchanged(&pk->w, lname, value);
+    int r = attribute_verdict(&pk->w, lname, PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value));
+    Py_DECREF(value);
+    return r;
+}
+
+/* What the sink made of this packed str before, by its memo (enforce._memoized): 1 the same value,
+ * 2 another (*out: its packed bytes, a new reference), 0 not remembered (Python decides, and the memo
+ * learns it), -1 error. Links and page text repeat on every page of a site, and on every snapshot. */
+static int remembered(PyObject *memo, const unsigned char *s, Py_ssize_t len, PyObject **out) {
+    if (memo == NULL)
+        return 0;
+    PyObject *value = PyUnicode_DecodeUTF8((const char *)s, len, NULL);
+    if (value == NULL)
+        return -1;
+    PyObject *known = PyDict_GetItemWithError(memo, value);
+    int r = known == NULL ? (PyErr_Occurred() ? -1 : 0) : 1;
+    if (known != NULL && PyUnicode_CheckExact(known)) {  /* else the memo's "unchanged" mark */
+        Py_INCREF(known);
+        *out = packed_str(known);
+        Py_DECREF(known);
+        r = *out == NULL ? -1 : 2;
+    }
     Py_DECREF(value);
     return r;
 }
@@ -1456,7 +1503,16 @@ static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObjec
         return r < 0 ? -1 : 1;
     if (v->len == 0)
         return 1;
-    r = packed_attribute_unchanged(pk, lower, b + v->data, v->len);
+    r = packed_attribute_verdict(pk, lower, b + v->data, v->len);
+    if (r == VERDICT_URL || r == VERDICT_PII) {
+        PyObject *out = NULL;
+        r = remembered(r == VERDICT_URL ? pk->w.url_memo : pk->w.pii_memo, b + v->data, v->len, &out);
+        if (r == 2) {
+            r = add_splice(pk, vstart, vend, out) < 0 ? -1 : 1;
+            Py_DECREF(out);
+        }
+        return r;
+    }
     if (r != 2)
         return r;
     /* masked by name: Enforcer.text(..., True) */
@@ -1629,6 +1685,15 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
         int pii = 0;
         if (!known && (kind == TEXT || kind == COMMENT || kind == CDATA) && f.text.type == MP_STR)
             pii = packed_pii(b + f.text.data, f.text.len);  /* ROOT: only a detector could act */
+        if (pii > 0 && !known) {  /* Enforcer.text(parent, value, False): its memo may know the value */
+            PyObject *out = NULL;
+            int m = remembered(w->pii_memo, b + f.text.data, f.text.len, &out);
+            if (m == 2) {
+                m = add_splice(pk, f.text.start, f.text.data + f.text.len, out) < 0 ? -1 : 1;
+                Py_DECREF(out);
+            }
+            pii = m < 0 ? -1 : !m;
+        }
         if (pii < 0)
             goto done;
         if (known || pii)
@@ -1902,6 +1967,9 @@ PyMODINIT_FUNC PyInit__native_walk(void) {
     INTERN(s_sink, "sink");
     INTERN(s_mask_is_mask_text, "mask_is_mask_text");
     INTERN(s_memo, "_memo");
+    INTERN(s_memoized_by_value, "memoized_by_value");
+    INTERN(s_scrubbed_urls, "scrubbed_urls");
+    INTERN(s_pii_masked, "pii_masked");
     INTERN(s_parentId, "parentId");
     INTERN(s_node, "node");
     INTERN(s_ctx_of, "_ctx_of");

@@ -112,6 +112,10 @@ class Enforcer:
     # text() and attribute() with must_mask=True are mask_text and nothing else: the C walk masks
     # such values itself (a title or aria-label per element under the default policy).
     mask_is_mask_text = True
+    # url() is what rules.scrubbed_urls holds for the value, and text()/attribute() with
+    # must_mask=False what rules.pii_masked holds, whenever the memo holds the value (_memoized): the
+    # C walk reads them there instead of handing the node to Python.
+    memoized_by_value = True
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules

@@ -6,6 +6,7 @@ nodes the C walk hands back to Python."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import msgspec
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from harness import RECORDINGS, load_recording, require_native_walk
 from replay.catalog.summary import summarize
 from replay.ingest.packed import split_events
-from replay.privacy import SessionMirror, enforce_events, walk
+from replay.privacy import MaskingPolicy, SessionMirror, enforce_events, walk
 from replay.privacy.enforce import Enforcer, enforce_packed, mirror_attributes
 from replay.privacy.mirror import STRUCTURAL_ATTRIBUTES
 from test_native_walk import POLICIES, _scalars, _trees, mirror_state
@@ -97,6 +98,33 @@ def test_an_attribute_masked_by_name_is_masked_without_python():
     assert node["attributes"] == {"title": "******  *****", "class": "x"}
     assert mirror.nodes[2].tag == "div" and mirror.nodes[2].attrs == {"class": "x"}
     assert mirror.leaves[3] is mirror.nodes[2]
+
+
+def test_links_and_texts_the_enforcer_remembers_are_masked_without_python():
+    # A policy of its own: its Rules (and their memos) are not shared with other tests.
+    default = MaskingPolicy()
+    policy = dataclasses.replace(default, strip_query_params=(*default.strip_query_params, "memo-test"))
+    links = ["/docs?page=2", "/login?token=Zq8sEcret", "mailto:jane.doe@example.com"]
+    texts = ["Write to jane.doe@example.com today", "Build 12345678 passed", "Order 4111 1111 1111 1111"]
+    children = [{"type": 2, "id": 10 + i, "tagName": "a", "attributes": {"href": href, "class": "link"},
+                 "childNodes": [{"type": 3, "id": 20 + i, "textContent": f"link {i}"}]} for i, href in enumerate(links)]
+    children += [{"type": 3, "id": 30 + i, "textContent": text} for i, text in enumerate(texts)]
+    children.append({"type": 5, "id": 40, "textContent": " contact jane.doe@example.com "})
+    snapshot = {"type": 2, "timestamp": 1, "data": {"node": {"type": 0, "id": 1, "childNodes": [
+        {"type": 2, "id": 2, "tagName": "body", "attributes": {}, "childNodes": children}]}}}
+    expected = ordinary(policy, [snapshot])[0][0]
+    walk.rules_for(policy).scrubbed_urls.clear()
+    walk.rules_for(policy).pii_masked.clear()
+    cold, cold_delegated, cold_mirror = walked(policy, snapshot)
+    warm, warm_delegated, warm_mirror = walked(policy, snapshot)
+    assert cold == warm == expected
+    assert mirror_state(cold_mirror) == mirror_state(warm_mirror)
+    assert cold_delegated == len(links) + len(texts) + 1  # each went to Python once, and the memo learnt it
+    assert warm_delegated == 0
+    body = msgspec.msgpack.decode(warm)["data"]["node"]["childNodes"][0]["childNodes"]
+    hrefs = [c["attributes"]["href"] for c in body[:len(links)]]
+    assert hrefs[0] == links[0] and "Zq8sEcret" not in hrefs[1] and "jane" not in hrefs[2]
+    assert "jane" not in body[len(links)]["textContent"] and "jane" not in body[-1]["textContent"]
 
 
 def test_a_snapshot_without_a_tree_changes_nothing():
