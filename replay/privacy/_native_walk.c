@@ -561,10 +561,20 @@ static int attribute_verdict(Walk *w, PyObject *lname, int kind, const void *dat
     return r < 0 ? -1 : r ? VERDICT_PII : 1;
 }
 
-/* attribute_verdict, the sink's cases as 0 (Python decides). */
-static int attribute_unchanged(Walk *w, PyObject *lname, PyObject *value) {
-    int r = attribute_verdict(w, lname, PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value));
-    return r == VERDICT_URL || r == VERDICT_PII ? 0 : r;
+/* What the sink made of ``value`` before, by its memo (enforce._memoized), where the sink says its
+ * answer is a function of the value alone: 1 the same value, 2 another (*out, a new reference), 0
+ * not remembered (Python decides, and the memo learns it), -1 error. Links and page text repeat on
+ * every page of a site, in every snapshot and in the subtrees mutations add. */
+static int remembered(PyObject *memo, PyObject *value, PyObject **out) {
+    if (memo == NULL)
+        return 0;
+    PyObject *known = PyDict_GetItemWithError(memo, value);
+    if (known == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyUnicode_CheckExact(known))
+        return 1;  /* the memo's "unchanged" mark */
+    *out = Py_NewRef(known);
+    return 2;
 }
 
 /* Walker._element_attributes for an element that is not an <option>. */
@@ -580,7 +590,16 @@ static int element_attributes(Walk *w, PyObject *node, PyObject *tag, PyObject *
         PyObject *lname = lowered(name);
         if (lname == NULL)
             return -1;
-        int same = PyUnicode_Check(lname) ? attribute_unchanged(w, lname, value) : 0;
+        int same = PyUnicode_Check(lname) ? attribute_verdict(w, lname, PyUnicode_KIND(value), PyUnicode_DATA(value),
+                                                              PyUnicode_GET_LENGTH(value)) : 0;
+        if (same == VERDICT_URL || same == VERDICT_PII) {
+            PyObject *known = NULL;
+            same = remembered(same == VERDICT_URL ? w->url_memo : w->pii_memo, value, &known);
+            if (same == 2) {
+                same = PyDict_SetItem(attrs, name, known) < 0 ? -1 : 1;
+                Py_DECREF(known);
+            }
+        }
         if (same == 0 || same == 2) {
             Py_INCREF(value);  /* the sink may drop the dict's reference when it replaces it */
             PyObject *new = same == 2 ? masked_text(value)
@@ -680,6 +699,15 @@ static int leaf_text(Walk *w, PyObject *sn, int kind, PyObject *parent, PyObject
         int pii = may_contain_pii(value);
         if (pii <= 0)
             return pii;  /* page text, comments: nothing to mask and nothing a detector could find */
+        PyObject *known = NULL;  /* else Walker._leaf_text is sink.text(parent, value, False) */
+        int r = remembered(w->pii_memo, value, &known);
+        if (r == 2) {
+            r = PyDict_SetItem(sn, s_textContent, known);
+            Py_DECREF(known);
+            return r;
+        }
+        if (r != 0)
+            return r < 0 ? -1 : 0;
     }
     Py_INCREF(value);
     PyObject *new = plain && w->ctx_mask_text && w->mask_here
@@ -1460,19 +1488,16 @@ static int packed_attribute_verdict(Packed *pk, PyObject *lname, const unsigned 
     return r;
 }
 
-/* What the sink made of this packed str before, by its memo (enforce._memoized): 1 the same value,
- * 2 another (*out: its packed bytes, a new reference), 0 not remembered (Python decides, and the memo
- * learns it), -1 error. Links and page text repeat on every page of a site, and on every snapshot. */
-static int remembered(PyObject *memo, const unsigned char *s, Py_ssize_t len, PyObject **out) {
+/* remembered() for a packed str: *out is the replacement's packed bytes. */
+static int remembered_packed(PyObject *memo, const unsigned char *s, Py_ssize_t len, PyObject **out) {
     if (memo == NULL)
         return 0;
     PyObject *value = PyUnicode_DecodeUTF8((const char *)s, len, NULL);
     if (value == NULL)
         return -1;
-    PyObject *known = PyDict_GetItemWithError(memo, value);
-    int r = known == NULL ? (PyErr_Occurred() ? -1 : 0) : 1;
-    if (known != NULL && PyUnicode_CheckExact(known)) {  /* else the memo's "unchanged" mark */
-        Py_INCREF(known);
+    PyObject *known = NULL;
+    int r = remembered(memo, value, &known);
+    if (r == 2) {
         *out = packed_str(known);
         Py_DECREF(known);
         r = *out == NULL ? -1 : 2;
@@ -1481,9 +1506,6 @@ static int remembered(PyObject *memo, const unsigned char *s, Py_ssize_t len, Py
     return r;
 }
 
-/* One attribute of a packed element whose value is a str (v): its entry in ``*kept`` when the mirror
- * keeps it, and its verdict: 1 unchanged or masked here (a splice), 0 Python must walk the element,
- * -1 error. */
 static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObject *lower, const MpValue *v,
                             Py_ssize_t vstart, Py_ssize_t vend) {
     const unsigned char *b = pk->b;
@@ -1506,7 +1528,7 @@ static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObjec
     r = packed_attribute_verdict(pk, lower, b + v->data, v->len);
     if (r == VERDICT_URL || r == VERDICT_PII) {
         PyObject *out = NULL;
-        r = remembered(r == VERDICT_URL ? pk->w.url_memo : pk->w.pii_memo, b + v->data, v->len, &out);
+        r = remembered_packed(r == VERDICT_URL ? pk->w.url_memo : pk->w.pii_memo, b + v->data, v->len, &out);
         if (r == 2) {
             r = add_splice(pk, vstart, vend, out) < 0 ? -1 : 1;
             Py_DECREF(out);
@@ -1687,7 +1709,7 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
             pii = packed_pii(b + f.text.data, f.text.len);  /* ROOT: only a detector could act */
         if (pii > 0 && !known) {  /* Enforcer.text(parent, value, False): its memo may know the value */
             PyObject *out = NULL;
-            int m = remembered(w->pii_memo, b + f.text.data, f.text.len, &out);
+            int m = remembered_packed(w->pii_memo, b + f.text.data, f.text.len, &out);
             if (m == 2) {
                 m = add_splice(pk, f.text.start, f.text.data + f.text.len, out) < 0 ? -1 : 1;
                 Py_DECREF(out);
