@@ -399,6 +399,20 @@ done:
 }
 
 /* Whether a SelectorSet's rule hash has an entry for this element (if not, no selector matches). */
+static int holds_bytes(const unsigned char *h, Py_ssize_t n, const unsigned char *w, Py_ssize_t m) {
+    if (m == 0)
+        return 1;
+    if (m > n)
+        return 0;
+    for (const unsigned char *p = h, *last = h + n - m; p <= last; p++) {
+        if ((p = memchr(p, w[0], (size_t)(last - p + 1))) == NULL)
+            return 0;
+        if (memcmp(p + 1, w + 1, (size_t)(m - 1)) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static int might_match(PyObject *keys, PyObject *tag, PyObject *attrs) {
     if (keys == NULL)
         return 0;
@@ -426,9 +440,17 @@ static int might_match(PyObject *keys, PyObject *tag, PyObject *attrs) {
          * attribute: a substring search per name of the table (a handful) instead of a split. */
         PyObject *name, *value;
         Py_ssize_t pos = 0, n = PyUnicode_GET_LENGTH(cls);
+        int bytes = PyUnicode_KIND(cls) == PyUnicode_1BYTE_KIND;
         while (PyDict_Next(by_class, &pos, &name, &value)) {
             if (!PyUnicode_Check(name))
                 return 1;
+            if (bytes && PyUnicode_KIND(name) == PyUnicode_1BYTE_KIND) {
+                /* both one byte per character: a memchr for the first, without PyUnicode_Find's
+                 * set-up per call (class attributes are short, and most hold no first letter) */
+                if (holds_bytes(PyUnicode_DATA(cls), n, PyUnicode_DATA(name), PyUnicode_GET_LENGTH(name)))
+                    return 1;
+                continue;
+            }
             Py_ssize_t at = PyUnicode_Find(cls, name, 0, n, 1);
             if (at != -1)
                 return at == -2 ? -1 : 1;
