@@ -1153,7 +1153,7 @@ static inline uint64_t be64(const unsigned char *p) { return (uint64_t)be32(p) <
 
 /* Reads the header at *pos into v and moves *pos past it (past a scalar's payload too; an array's
  * or map's elements follow). 0, or -1 when the bytes end early or hold an unknown type. */
-static int mp_head(const unsigned char *b, Py_ssize_t n, Py_ssize_t *pos, MpValue *v) {
+static int mp_head_any(const unsigned char *b, Py_ssize_t n, Py_ssize_t *pos, MpValue *v) {
     Py_ssize_t p = *pos;
     if (p >= n)
         return -1;
@@ -1230,6 +1230,34 @@ static int mp_head(const unsigned char *b, Py_ssize_t n, Py_ssize_t *pos, MpValu
     }
     *pos = p;
     return 0;
+}
+
+/* Reads the header of the value at *pos into v and moves *pos past the header (past the payload for
+ * str/bin/ext); -1 malformed. The one-byte forms that make up most of a snapshot (short strings,
+ * small ints, small maps and arrays) inline, the rest in mp_head_any. */
+static inline __attribute__((always_inline)) int mp_head(const unsigned char *b, Py_ssize_t n, Py_ssize_t *pos,
+                                                         MpValue *v) {
+    Py_ssize_t p = *pos;
+    if (p < n) {
+        unsigned c = b[p];
+        if (c >= 0xa0 && c <= 0xbf) {
+            Py_ssize_t len = c & 0x1f;
+            if (len <= n - p - 1) {
+                v->type = MP_STR, v->start = p, v->overflow = 0, v->len = len, v->data = p + 1;
+                *pos = p + 1 + len;
+                return 0;
+            }
+        } else if (c <= 0x7f) {
+            v->type = MP_INT, v->start = p, v->overflow = 0, v->i = c;
+            *pos = p + 1;
+            return 0;
+        } else if (c <= 0x9f) {  /* 0x80-0x8f fixmap, 0x90-0x9f fixarray */
+            v->type = c < 0x90 ? MP_MAP : MP_ARRAY, v->start = p, v->overflow = 0, v->len = c & 0x0f;
+            *pos = p + 1;
+            return 0;
+        }
+    }
+    return mp_head_any(b, n, pos, v);
 }
 
 static inline int str_is(const unsigned char *b, const MpValue *v, const char *text, Py_ssize_t len) {
@@ -1752,7 +1780,7 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
         MpValue a, c;
         if (mp_head(b, pk->n, &cpos, &a) < 0)
             goto malformed_done;
-        for (Py_ssize_t i = 0; i < a.len && rc == 0; i++) {
+        for (Py_ssize_t i = 0; i < f.children.len && rc == 0; i++) {  /* a is f.children read again */
             Py_ssize_t at = cpos;
             if (pk_next(pk, &cpos, &c) < 0)
                 goto malformed_done;
