@@ -16,10 +16,10 @@
  * an object whose "events" is an array, also cuts that array as it goes: it returns the envelope
  * with the events replaced by nil, each event's bytes, and the "heads" (an array, per event, of a
  * map holding only the fields ingest reads before masking: type, timestamp, and of data the fields
- * in DATA_FIELDS; each copied byte for byte, anything that is not a map copied whole). msgspec reading
- * the heads as list[_EventHead] then sees exactly what it sees reading each whole event, without
- * skipping the events' trees twice (cutting them, then skipping data.node to reach the fields):
- * 9% of a masked upload's instructions (bench/RESULTS.md, ninth pass).
+ * in DATA_FIELDS; each copied byte for byte, anything that is not a map copied whole). Reading the
+ * heads gives exactly the fields reading each whole event as an _EventHead gives, without skipping
+ * the events' trees twice (cutting them, then skipping data.node to reach the fields): 9% of a
+ * masked upload's instructions (bench/RESULTS.md, ninth pass).
  *
  * Containers are written with a 5-byte placeholder header and their count recorded; one final
  * copy writes each with the smallest header, as msgspec does. Untrusted input: every read is

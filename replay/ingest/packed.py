@@ -86,7 +86,6 @@ class _EventHead(msgspec.Struct):
 
 _envelope = msgspec.msgpack.Decoder(_Envelope)
 _head = msgspec.msgpack.Decoder(_EventHead)
-_heads = msgspec.msgpack.Decoder(list[_EventHead])
 _DATA_FIELDS = _Data.__struct_fields__
 
 
@@ -127,11 +126,16 @@ def packed_events(envelope: NativeEnvelope) -> PackedEvents | None:
         return None
     if envelope.heads is None:
         return split_events(envelope.events)
-    try:
-        heads = _heads.decode(envelope.heads)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return PackedEvents(events=envelope.events, fields=[_fields(head) for head in heads])
+    # The transcoder's own bytes: per event a map of only type, timestamp and data (only the _Data
+    # fields), so read untyped they are already the dicts _fields makes. What _EventHead would
+    # refuse is checked here: a field missing, a timestamp not an int, data neither map nor nil,
+    # an event that is not a map (copied whole, so not a dict).
+    heads = msgspec.msgpack.decode(envelope.heads)
+    for head in heads:
+        if type(head) is not dict or len(head) != 3 or type(head["timestamp"]) is not int \
+                or (head["data"] is not None and type(head["data"]) is not dict):
+            return None
+    return PackedEvents(events=envelope.events, fields=heads)
 
 
 def split_events(events: list[Any]) -> PackedEvents | None:

@@ -172,6 +172,21 @@ envelope_like = (st.fixed_dictionaries({"events": events_like}, optional={
     | st.dictionaries(st.sampled_from(["token", "events", "heads"]) | st.text(max_size=4), small_values, max_size=4))
 
 
+@pytest.mark.parametrize("odd", [
+    {"type": 3, "timestamp": 1.5, "data": {}}, {"type": 3, "timestamp": True, "data": {}},
+    {"type": 3, "timestamp": "1", "data": {}}, {"type": 3, "data": {}}, {"timestamp": 1, "data": {}},
+    {"type": 3, "timestamp": 1}, {"type": 3, "timestamp": 1, "data": [1]}, {"type": 3, "timestamp": 1, "data": "x"},
+    {"type": 3, "timestamp": 1, "data": None}, {"type": 3, "timestamp": 2**64 - 1, "data": {}},
+    {"type": 3, "timestamp": -1, "data": {"source": 2, "tag": "t", "node": {"type": 9}, "events": []}},
+    {"type": [1], "timestamp": 1, "data": {"payload": {"a": [1, {"b": None}]}, "x": 1}, "delay": 3},
+    [1, 2], 7, None, "event",
+])
+def test_an_odd_event_is_read_as_decoding_it_reads_it(odd):
+    usual = {"type": 3, "timestamp": 1_700_000_000_000, "data": {"source": 1, "positions": []}}
+    text = orjson.dumps({"token": "t", "events": [usual, odd, usual]})
+    assert read_cut(text) == read_whole(text)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(envelope_like | st.lists(envelope_like, max_size=2), st.booleans())
 def test_any_upload_is_cut_as_decoding_each_event_reads_it(doc, spaced):
