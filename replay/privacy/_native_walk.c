@@ -17,6 +17,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 enum { DOCUMENT = 0, DOCTYPE = 1, ELEMENT = 2, TEXT = 3, CDATA = 4, COMMENT = 5, OTHER = -1 };
 
@@ -169,6 +172,23 @@ static Py_ssize_t find_char(int kind, const void *data, Py_ssize_t start, Py_ssi
 }
 
 /* The prefilter over text[start:end] of a str's kind and data (ASCII bytes are the 1-byte kind). */
+/* Whether s[0:n] holds an ASCII digit, the only decimal characters of the one-byte kind. */
+static int has_digit(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+#ifdef __SSE2__
+    for (; i + 16 <= n; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(s + i));  /* signed: bytes over 0x7f are below '0' */
+        if (_mm_movemask_epi8(_mm_and_si128(_mm_cmpgt_epi8(v, _mm_set1_epi8('0' - 1)),
+                                            _mm_cmplt_epi8(v, _mm_set1_epi8('9' + 1)))))
+            return 1;
+    }
+#endif
+    for (; i < n; i++)
+        if (s[i] >= '0' && s[i] <= '9')
+            return 1;
+    return 0;
+}
+
 static int pii_in(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
     if (find_char(kind, data, start, end, '@') >= 0)
         return FULL_PATTERN;
@@ -176,6 +196,16 @@ static int pii_in(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) 
         return 0;
     switch (kind) {  /* one loop per width: the character reads become plain loads */
     case PyUnicode_1BYTE_KIND:
+        if (!has_digit((const unsigned char *)data + start, end - start)) {
+            /* Most page text. The numeric kinds, IBANs and entropy candidates all need digits, so
+             * only a token prefix with an 11-character word is left: the prefix is the rarer of the
+             * two, so it is looked for first, and the scan runs only when there is one. */
+            if (end - start < 15)
+                return 0;
+            int prefix = has_token_prefix(kind, data, start, end);
+            if (prefix <= 0)
+                return prefix;
+        }
         return scan_for_pii(PyUnicode_1BYTE_KIND, data, start, end);
     case PyUnicode_2BYTE_KIND:
         return scan_for_pii(PyUnicode_2BYTE_KIND, data, start, end);
