@@ -122,11 +122,30 @@ static char prefix_text[MAX_PREFIXES][32];
 static Py_ssize_t prefix_len[MAX_PREFIXES];
 static unsigned long long prefixes_by_first[128]; /* bit i: prefix i starts with this character */
 static int prefixes_set; /* set_token_prefixes() was called (detectors._TOKEN_PREFIXES) */
+/* Bit c1 of prefix_pairs[c0]: some prefix starts with c0 c1 (all of them have two characters or more
+ * unless prefix_of_one): one lookup rules out nearly every position of page text. */
+static unsigned char prefix_pairs[128][16];
+static int prefix_of_one;
 
 static int has_token_prefix(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
     if (!prefixes_set) {
         PyErr_SetString(PyExc_RuntimeError, "_native_walk.set_token_prefixes() was not called");
         return -1;
+    }
+    if (kind == PyUnicode_1BYTE_KIND && !prefix_of_one) {
+        const unsigned char *s = data;
+        for (Py_ssize_t i = start; i + 1 < end; i++) {
+            unsigned c0 = s[i], c1 = s[i + 1];
+            if ((c0 | c1) >= 128 || !(prefix_pairs[c0][c1 >> 3] & (1u << (c1 & 7))))
+                continue;
+            for (unsigned long long candidates = prefixes_by_first[c0]; candidates; candidates &= candidates - 1) {
+                int p = __builtin_ctzll(candidates);
+                Py_ssize_t n = prefix_len[p];
+                if (i + n <= end && memcmp(s + i, prefix_text[p], (size_t)n) == 0)
+                    return 1;
+            }
+        }
+        return 0;
     }
     for (Py_ssize_t i = start; i < end; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
@@ -1971,11 +1990,18 @@ static PyObject *set_token_prefixes(PyObject *module, PyObject *prefixes) {
             return PyErr_Format(PyExc_TypeError, "token prefixes must be ASCII str of 1-31 characters");
     }
     memset(prefixes_by_first, 0, sizeof prefixes_by_first);
+    memset(prefix_pairs, 0, sizeof prefix_pairs);
+    prefix_of_one = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *p = PyTuple_GET_ITEM(prefixes, i);
         prefix_len[i] = PyUnicode_GET_LENGTH(p);
         memcpy(prefix_text[i], PyUnicode_1BYTE_DATA(p), (size_t)prefix_len[i]);
-        prefixes_by_first[(unsigned char)prefix_text[i][0]] |= 1ULL << i;
+        unsigned char c0 = (unsigned char)prefix_text[i][0], c1 = (unsigned char)prefix_text[i][1];
+        prefixes_by_first[c0] |= 1ULL << i;
+        if (prefix_len[i] == 1)
+            prefix_of_one = 1;
+        else
+            prefix_pairs[c0][c1 >> 3] |= (unsigned char)(1u << (c1 & 7));
     }
     prefixes_set = 1;
     Py_RETURN_NONE;
