@@ -34,7 +34,7 @@ FIELDS = ("token", "session_id", "window_id", "distinct_id", "batch_id")
 def check(text: bytes, depth: int) -> None:
     global packed, uploads_cut
     out = _json_to_msgpack.transcode(text, depth)
-    upload = _json_to_msgpack.transcode_upload(text, depth)
+    upload = _json_to_msgpack.transcode_upload(text, depth, rng.choice([0, 2, 20_000]))
     if out is None:
         assert upload is None
         return

@@ -12,8 +12,8 @@
  * fields of each event and the packed bytes: decoding its JSON into Python objects, packing them
  * and freeing them cost 2.3x what this path does (bench/packed_ingest.py).
  *
- * transcode_upload(data, max_depth) does the same for a `POST /v1/recordings` body and, when it is
- * an object whose "events" is an array, also cuts that array as it goes: it returns the envelope
+ * transcode_upload(data, max_depth, max_events) does the same for a `POST /v1/recordings` body and,
+ * when it is an object whose "events" is an array of at most max_events, also cuts that array as it goes: it returns the envelope
  * with the events replaced by nil, each event's bytes, and the "heads" (an array, per event, of a
  * map holding only the fields ingest reads before masking: type, timestamp, and of data the fields
  * in DATA_FIELDS; each copied byte for byte, anything that is not a map copied whole). Reading the
@@ -69,7 +69,7 @@ typedef struct {
     Span events;
     int events_found;
     EventMark *marks;
-    size_t nmarks, capmarks, cur;
+    size_t nmarks, capmarks, cur, max_marks;
 } T;
 
 static int grow(T *t, size_t n) {
@@ -602,6 +602,15 @@ static int array(T *t, int depth, int role) {
         return 0;
     int more;
     do {
+        if (role == R_EVENTS && t->nmarks == t->max_marks) {
+            /* More events than a batch may hold: ingest refuses it whatever the cut says, so no
+             * memory is spent cutting it (a few bytes of JSON per event, ~200 of marks). */
+            role = R_NONE;
+            t->events_found = 0;
+            PyMem_Free(t->marks);
+            t->marks = NULL;
+            t->nmarks = t->capmarks = 0;
+        }
         if (role == R_EVENTS) {
             if (new_mark(t) < 0)
                 return -1;
@@ -921,12 +930,16 @@ done:
 }
 
 static PyObject *run(PyObject *const *args, Py_ssize_t nargs, int upload) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, upload ? "transcode_upload(data, max_depth)" : "transcode(data, max_depth)");
+    if (nargs != 2 + upload) {
+        PyErr_SetString(PyExc_TypeError,
+                        upload ? "transcode_upload(data, max_depth, max_events)" : "transcode(data, max_depth)");
         return NULL;
     }
     long max_depth = PyLong_AsLong(args[1]);
     if (max_depth == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t max_events = upload ? PyLong_AsSsize_t(args[2]) : 0;
+    if (max_events == -1 && PyErr_Occurred())
         return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
@@ -935,6 +948,7 @@ static PyObject *run(PyObject *const *args, Py_ssize_t nargs, int upload) {
     t.p = view.buf;
     t.end = t.p + view.len;
     t.max_depth = max_depth > 100000 ? 100000 : (int)max_depth;
+    t.max_marks = max_events > 0 ? (size_t)max_events : 0;
     PyObject *result = NULL;
     /* The output is about as long as the input: reserve that once instead of growing. */
     if (reserve(&t, (size_t)view.len + 16) == 0 && value(&t, 1, upload ? R_ENVELOPE : R_NONE) == 0) {
@@ -969,7 +983,8 @@ static PyMethodDef methods[] = {
     {"transcode", (PyCFunction)(void (*)(void))transcode, METH_FASTCALL,
      "transcode(data, max_depth) -> bytes | None: JSON to the msgpack msgspec would write, or None."},
     {"transcode_upload", (PyCFunction)(void (*)(void))transcode_upload, METH_FASTCALL,
-     "transcode_upload(data, max_depth) -> (envelope, events, heads) | bytes | None: transcode, the events cut."},
+     "transcode_upload(data, max_depth, max_events) -> (envelope, events, heads) | bytes | None: transcode, "
+     "the events cut (bytes when there are more than max_events)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -50,7 +50,7 @@ async def post_recordings(request: web.Request) -> web.Response:
     if ctype in MSGPACK_TYPES:
         payload: Any = parse_msgpack(body, limits.max_decoded_bytes)
     elif ctype in JSON_TYPES:
-        payload = read_envelope(body) or parse_json(body)
+        payload = read_envelope(body, limits.max_events) or parse_json(body)
     else:
         raise UnsupportedMediaType(f"Content-Type {ctype!r}: send application/json or application/msgpack",
                                    code="unsupported_content_type")

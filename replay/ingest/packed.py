@@ -89,13 +89,14 @@ _head = msgspec.msgpack.Decoder(_EventHead)
 _DATA_FIELDS = _Data.__struct_fields__
 
 
-def read_envelope(body: bytes) -> NativeEnvelope | None:
-    """The upload packed whole and its fields read, the events left packed; None when the ordinary
-    path must parse it. Raises what ``parse_json`` raises for a body over the value budget."""
+def read_envelope(body: bytes, max_events: int) -> NativeEnvelope | None:
+    """The upload packed whole and its fields read, the events left packed (cut by the packer when
+    there are at most ``max_events``); None when the ordinary path must parse it. Raises what
+    ``parse_json`` raises for a body over the value budget."""
     if _native is None:
         return None
     check_json_value_budget(body)
-    out = _native.transcode_upload(body, MAX_DEPTH)
+    out = _native.transcode_upload(body, MAX_DEPTH, max_events)
     if out is None:
         return None
     if isinstance(out, tuple):  # an object with an events array: cut by the transcoder

@@ -5,6 +5,7 @@ what the ordinary path stores, byte for byte, or step aside."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import msgspec
 import orjson
@@ -137,7 +138,7 @@ def read_whole(text: bytes):
 
 
 def read_cut(text: bytes):
-    envelope = packed_ingest.read_envelope(text)
+    envelope = packed_ingest.read_envelope(text, LIMITS.max_events)
     if envelope is None:
         return None
     packed = packed_ingest.packed_events(envelope)
@@ -153,7 +154,7 @@ def test_the_cut_and_the_fields_it_reads_are_those_of_decoding_each_event():
         text = orjson.dumps({"token": "t", "session_id": "s", "window_id": "w", "batch_id": "b", "events": events})
         cut = read_cut(text)
         assert cut == read_whole(text) and cut[2] is not None and len(cut[1]) == len(events)
-        assert packed_ingest.read_envelope(text).heads is not None  # the cut, not the fallback
+        assert packed_ingest.read_envelope(text, LIMITS.max_events).heads is not None  # the cut, not the fallback
 
 
 small_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
@@ -187,6 +188,26 @@ def test_an_odd_event_is_read_as_decoding_it_reads_it(odd):
     assert read_cut(text) == read_whole(text)
 
 
+def test_an_upload_of_more_events_than_a_batch_may_hold_is_packed_but_not_cut():
+    text = orjson.dumps({"token": "t", "events": [{"type": 3, "timestamp": i, "data": {}} for i in range(4)]})
+    assert packed_ingest._native.transcode_upload(text, packed_ingest.MAX_DEPTH, 3) == transcode(text)
+    assert isinstance(packed_ingest._native.transcode_upload(text, packed_ingest.MAX_DEPTH, 4), tuple)
+    assert read_cut(text) == read_whole(text)  # not cut: the events are read one by one, as before
+
+
+def test_a_million_tiny_events_cost_the_cut_no_memory():
+    # ~200 bytes of marks per event would be 200 MB here; ingest refuses the batch (413) anyway.
+    text = orjson.dumps({"token": "t", "events": [0] * 1_000_000})
+    tracemalloc.start()
+    try:
+        out = packed_ingest._native.transcode_upload(text, packed_ingest.MAX_DEPTH, LIMITS.max_events)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out == transcode(text)
+    assert peak < 8 * len(text), peak  # 4.5x: the packed copy, containers, 20,000 marks; uncapped 115x
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(envelope_like | st.lists(envelope_like, max_size=2), st.booleans())
 def test_any_upload_is_cut_as_decoding_each_event_reads_it(doc, spaced):
@@ -197,7 +218,8 @@ def test_any_upload_is_cut_as_decoding_each_event_reads_it(doc, spaced):
 # -- packed events: the ordinary path's items and summary ----------------------------------------
 
 def packed_upload(events, window_id="tab-1"):
-    envelope = packed_ingest.read_envelope(orjson.dumps({"token": "t", "window_id": window_id, "events": events}))
+    envelope = packed_ingest.read_envelope(orjson.dumps({"token": "t", "window_id": window_id, "events": events}),
+                                           LIMITS.max_events)
     assert envelope is not None and envelope.window_id == window_id and envelope.token == "t"
     return packed_ingest.read_events(envelope, LIMITS)
 
