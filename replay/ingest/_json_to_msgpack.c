@@ -748,6 +748,22 @@ static int value(T *t, int depth, int role) {
     }
 }
 
+/* A map's or array's header of n items, the shortest form (as msgspec writes it); its size. */
+static size_t container_header(unsigned char *at, int map, size_t n) {
+    if (n < 16) {
+        at[0] = (unsigned char)((map ? 0x80 : 0x90) | n);
+        return 1;
+    }
+    if (n < 65536) {
+        at[0] = map ? 0xde : 0xdc;
+        put_be(at + 1, n, 2);
+        return 3;
+    }
+    at[0] = map ? 0xdf : 0xdd;
+    put_be(at + 1, n, 4);
+    return 5;
+}
+
 static inline int container_header_size(const Container *c) {
     return c->count < 16 ? 1 : c->count < 65536 ? 3 : 5;
 }
@@ -767,18 +783,7 @@ static void finish_into(const T *t, unsigned char *dst) {
         const Container *c = &t->boxes[i];
         memcpy(dst, t->out + from, c->pos - from);
         dst += c->pos - from;
-        uint32_t n = c->count;
-        if (n < 16) {
-            *dst++ = (unsigned char)((c->map ? 0x80 : 0x90) | n);
-        } else if (n < 65536) {
-            *dst++ = c->map ? 0xde : 0xdc;
-            put_be(dst, n, 2);
-            dst += 2;
-        } else {
-            *dst++ = c->map ? 0xdf : 0xdd;
-            put_be(dst, n, 4);
-            dst += 4;
-        }
+        dst += container_header(dst, c->map, c->count);
         from = c->pos + PLACEHOLDER;
     }
     memcpy(dst, t->out + from, t->len - from);
@@ -815,21 +820,6 @@ static size_t final_pos(const Positions *ps, size_t x) {
 static void final_span(const Positions *ps, Span *s) {
     s->from = final_pos(ps, s->from);
     s->to = final_pos(ps, s->to);
-}
-
-static size_t array_header(unsigned char *at, size_t n) {
-    if (n < 16) {
-        at[0] = (unsigned char)(0x90 | n);
-        return 1;
-    }
-    if (n < 65536) {
-        at[0] = 0xdc;
-        put_be(at + 1, n, 2);
-        return 3;
-    }
-    at[0] = 0xdd;
-    put_be(at + 1, n, 4);
-    return 5;
 }
 
 /* One event's head into dst (NULL: only its size). */
@@ -904,7 +894,7 @@ static PyObject *cut(T *t) {
     memcpy(e, bytes, ev.from);
     e[ev.from] = 0xc0;
     memcpy(e + ev.from + 1, bytes + ev.to, total - ev.to);
-    size_t at = array_header(h, t->nmarks);
+    size_t at = container_header(h, 0, t->nmarks);
     for (size_t i = 0; i < t->nmarks; i++) {
         const EventMark *m = &t->marks[i];
         PyObject *one = PyBytes_FromStringAndSize((const char *)bytes + m->whole.from,

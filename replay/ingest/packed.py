@@ -24,7 +24,7 @@ import msgspec
 from replay import native_parts
 from replay.ingest.batch import PackedEvents
 from replay.ingest.limits import Limits
-from replay.ingest.validate import check_events
+from replay.ingest.validate import check_event_list, check_events
 from replay.ingest.value_budget import check_json_value_budget
 
 _native = native_parts.load("replay.ingest._json_to_msgpack")
@@ -114,6 +114,9 @@ def read_envelope(body: bytes, max_events: int) -> NativeEnvelope | None:
 def read_events(envelope: NativeEnvelope, limits: Limits) -> PackedEvents | None:
     """The envelope's events, each left packed, checked as ``check_events`` checks decoded ones;
     None when the ordinary path must decide. Raises its errors for events it refuses."""
+    if envelope.events is not None:
+        # Too many events (the packer did not cut them) or none: refused before any is read.
+        check_event_list(envelope.events, limits)
     packed = packed_events(envelope)
     if packed is not None:
         check_events(packed.fields, limits)  # the very checks of the ordinary path, on the fields they read

@@ -43,8 +43,8 @@ def check_distinct_id(value: Any, limits: Limits) -> str | None:
     return value
 
 
-def check_events(events: Any, limits: Limits, now_ms: int | None = None) -> list[dict[str, Any]]:
-    """rrweb-shaped events: an integer ``type``, a millisecond ``timestamp`` and ``data``."""
+def check_event_list(events: Any, limits: Limits) -> None:
+    """An array of 1 to ``max_events`` events, before any event is looked at."""
     if not isinstance(events, list):
         raise BadRequest("events must be an array of rrweb events", code="invalid_events")
     if not events:
@@ -52,6 +52,11 @@ def check_events(events: Any, limits: Limits, now_ms: int | None = None) -> list
     if len(events) > limits.max_events:
         raise PayloadTooLarge(f"{len(events)} events in one batch; the limit is {limits.max_events}",
                               code="too_many_events")
+
+
+def check_events(events: Any, limits: Limits, now_ms: int | None = None) -> list[dict[str, Any]]:
+    """rrweb-shaped events: an integer ``type``, a millisecond ``timestamp`` and ``data``."""
+    check_event_list(events, limits)
     latest = (now_ms if now_ms is not None else int(time.time() * 1000)) + FUTURE_SLACK_MS
     for i, ev in enumerate(events):
         if type(ev) is not dict:

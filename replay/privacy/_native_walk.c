@@ -190,7 +190,6 @@ static Py_ssize_t find_char(int kind, const void *data, Py_ssize_t start, Py_ssi
     return -1;
 }
 
-/* The prefilter over text[start:end] of a str's kind and data (ASCII bytes are the 1-byte kind). */
 /* Whether s[0:n] holds an ASCII digit, the only decimal characters of the one-byte kind. */
 static int has_digit(const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t i = 0;
@@ -208,6 +207,7 @@ static int has_digit(const unsigned char *s, Py_ssize_t n) {
     return 0;
 }
 
+/* The prefilter over text[start:end] of a str's kind and data (ASCII bytes are the 1-byte kind). */
 static int pii_in(int kind, const void *data, Py_ssize_t start, Py_ssize_t end) {
     if (find_char(kind, data, start, end, '@') >= 0)
         return FULL_PATTERN;
@@ -447,7 +447,7 @@ done:
     return rc;
 }
 
-/* Whether a SelectorSet's rule hash has an entry for this element (if not, no selector matches). */
+/* Whether the one-byte text h[0:n] holds w[0:m]. */
 static int holds_bytes(const unsigned char *h, Py_ssize_t n, const unsigned char *w, Py_ssize_t m) {
     if (m == 0)
         return 1;
@@ -462,6 +462,7 @@ static int holds_bytes(const unsigned char *h, Py_ssize_t n, const unsigned char
     return 0;
 }
 
+/* Whether a SelectorSet's rule hash has an entry for this element (if not, no selector matches). */
 static int might_match(PyObject *keys, PyObject *tag, PyObject *attrs) {
     if (keys == NULL)
         return 0;
@@ -600,10 +601,9 @@ static PyObject *masked_text(PyObject *value) {
 
 /* Walker._attribute for a value of an element that is not an <option>: 1 it would return the value
  * as it is and call no sink; 2 it would mask the value as text (a name the rules mask, and a sink
- * whose masking this loop may do itself); 0 it must run. */
-/* Walker._attribute for an attribute of a ROOT-context element that is not a form field: 1 unchanged,
- * 2 masked by name (mask_text), VERDICT_URL sink.url decides, VERDICT_PII sink.attribute(..., False)
- * decides (a detector might match), 0 Python must decide, -1 error. */
+ * whose masking this loop may do itself); VERDICT_URL sink.url decides, VERDICT_PII
+ * sink.attribute(..., False) decides (a detector might match), either a function of the value the
+ * sink may remember; 0 Python must decide; -1 error. */
 enum { VERDICT_URL = 3, VERDICT_PII = 4 };
 
 static int attribute_verdict(Walk *w, PyObject *lname, int kind, const void *data, Py_ssize_t len) {
@@ -903,6 +903,20 @@ static void walk_clear(Walk *w) {
     Py_CLEAR(w->pii_memo);
 }
 
+/* A sink's class flag (mask_is_mask_text, memoized_by_value): 1 when True, 0 when not or absent, -1 error. */
+static int sink_flag(PyObject *sink, PyObject *name) {
+    PyObject *flag = PyObject_GetAttr(sink, name);
+    if (flag == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return -1;
+        PyErr_Clear();
+        return 0;
+    }
+    int r = flag == Py_True;
+    Py_DECREF(flag);
+    return r;
+}
+
 static int walk_init(Walk *w, PyObject *walker) {
     PyObject *rules = NULL, *block = NULL, *mask = NULL;
     int rc = -1;
@@ -925,20 +939,11 @@ static int walk_init(Walk *w, PyObject *walker) {
     PyObject *sink = PyObject_GetAttr(walker, s_sink);
     if (sink == NULL)
         goto done;
-    int by_value = 0;
-    for (int i = 0; i < 2; i++) {
-        PyObject *flag = PyObject_GetAttr(sink, i == 0 ? s_mask_is_mask_text : s_memoized_by_value);
-        if (flag == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                Py_DECREF(sink);
-                goto done;
-            }
-            PyErr_Clear();
-        }
-        *(i == 0 ? &w->mask_here : &by_value) = flag == Py_True;
-        Py_XDECREF(flag);
-    }
+    w->mask_here = sink_flag(sink, s_mask_is_mask_text);
+    int by_value = w->mask_here < 0 ? -1 : sink_flag(sink, s_memoized_by_value);
     Py_DECREF(sink);
+    if (by_value < 0)
+        goto done;
     if (by_value) {
         if ((w->url_memo = PyObject_GetAttr(rules, s_scrubbed_urls)) == NULL
             || (w->pii_memo = PyObject_GetAttr(rules, s_pii_masked)) == NULL)
@@ -1806,7 +1811,7 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
         int pii = 0;
         if (!known && (kind == TEXT || kind == COMMENT || kind == CDATA) && f.text.type == MP_STR)
             pii = packed_pii(b + f.text.data, f.text.len);  /* ROOT: only a detector could act */
-        if (pii > 0 && !known) {  /* Enforcer.text(parent, value, False): its memo may know the value */
+        if (pii > 0) {  /* Enforcer.text(parent, value, False): its memo may know the value */
             PyObject *out = NULL;
             int m = remembered_packed(w->pii_memo, b + f.text.data, f.text.len, &out);
             if (m == 2) {

@@ -319,6 +319,7 @@ def test_masking_turned_back_on_applies_to_the_next_upload(server, project):
     ([{"type": 3, "timestamp": 1_700_000_000_000}], "invalid_event"),
     ([], "invalid_events"),
     ({"type": 3}, "invalid_events"),
+    ([{"type": 3, "timestamp": 1_700_000_000_000, "data": {}}] * 20_001, "too_many_events"),  # not cut: refused
 ])
 def test_bad_events_get_the_same_error_either_way(server, project, events, code):
     # JSON is packed (for a masking project and an unmasked one); msgpack takes the ordinary path.
