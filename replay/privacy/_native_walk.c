@@ -401,11 +401,72 @@ static int link_child(PyObject *parent, PyObject *child_id) {
     return rc;
 }
 
+/* The class names of the block and mask selectors together, when every selector of both sets is
+ * keyed by a class of one byte per character (the default policy's four), so that one scan of an
+ * element's class attribute answers what two might_match calls answer: whether any of them occurs
+ * in it. The texts are borrowed from the rule keys the walk holds. */
+#define CLASS_NAMES 8
+typedef struct {
+    int usable, count;
+    const unsigned char *text[CLASS_NAMES];
+    Py_ssize_t len[CLASS_NAMES];
+    unsigned char first[32]; /* bitmap of their first bytes */
+} ClassNames;
+
+static void class_names_add(ClassNames *c, PyObject *keys) {
+    if (keys == NULL || !c->usable)
+        return;
+    PyObject *by_class = PyTuple_GET_ITEM(keys, 3), *name, *value;
+    if (PyTuple_GET_ITEM(keys, 0) != Py_False || PyDict_GET_SIZE(PyTuple_GET_ITEM(keys, 1))
+        || PyDict_GET_SIZE(PyTuple_GET_ITEM(keys, 2))) {
+        c->usable = 0;
+        return;
+    }
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(by_class, &pos, &name, &value)) {
+        if (!PyUnicode_CheckExact(name) || PyUnicode_KIND(name) != PyUnicode_1BYTE_KIND
+            || PyUnicode_GET_LENGTH(name) == 0 || c->count == CLASS_NAMES) {
+            c->usable = 0;
+            return;
+        }
+        const unsigned char *t = PyUnicode_1BYTE_DATA(name);
+        c->text[c->count] = t;
+        c->len[c->count++] = PyUnicode_GET_LENGTH(name);
+        c->first[t[0] >> 3] |= (unsigned char)(1u << (t[0] & 7));
+    }
+}
+
+/* might_match(block) || might_match(mask) for an element's kept attributes, when c->usable: 1 a
+ * class name occurs in its class attribute (or the attribute is no str), 0 none, -1 error, -2 ask
+ * might_match (a class attribute of wider characters). */
+static int class_names_in(const ClassNames *c, PyObject *attrs) {
+    if (c->count == 0)
+        return 0;
+    PyObject *cls = PyDict_GetItemWithError(attrs, s_class);
+    if (cls == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyUnicode_Check(cls))
+        return 1;
+    if (PyUnicode_KIND(cls) != PyUnicode_1BYTE_KIND)
+        return -2;
+    const unsigned char *h = PyUnicode_1BYTE_DATA(cls);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(cls);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!(c->first[h[i] >> 3] & (1u << (h[i] & 7))))
+            continue;
+        for (int k = 0; k < c->count; k++)
+            if (c->len[k] <= n - i && h[i] == c->text[k][0] && memcmp(h + i, c->text[k], (size_t)c->len[k]) == 0)
+                return 1;
+    }
+    return 0;
+}
+
 /* ---- one walk ------------------------------------------------------------------------------ */
 
 typedef struct {
     PyObject *walker, *mirror, *nodes, *leaves, *keep, *name_cache, *attr_selectors;
     PyObject *block_keys, *mask_keys; /* SelectorSet.rule_keys, or NULL for no selectors */
+    ClassNames classes;                /* both, when they come down to class names */
     /* the context last looked at (contexts change rarely down a tree) */
     PyObject *ctx;
     int ctx_blocked, ctx_mask_text, ctx_kind; /* kind: 0 None, 1 "unknown", 2 "skip", 3 other */
@@ -606,19 +667,42 @@ static PyObject *masked_text(PyObject *value) {
  * sink may remember; 0 Python must decide; -1 error. */
 enum { VERDICT_URL = 3, VERDICT_PII = 4 };
 
-static int attribute_verdict(Walk *w, PyObject *lname, int kind, const void *data, Py_ssize_t len) {
-    int r = PySet_Contains(URL_ATTRIBUTES, lname);
-    if (r != 0) {
-        if (r < 0 || find_char(kind, data, 0, len, '=') >= 0)
-            return r < 0 ? -1 : VERDICT_URL;
+/* What the configured sets say of a lower-cased attribute or tag name: the same for every policy,
+ * so the packed walk keeps them in its name table instead of asking the sets for every attribute. */
+enum { LOWER_URL = 1, LOWER_STRUCTURAL = 2, LOWER_RR = 4, LOWER_VALUE = 8, LOWER_CONTEXT_TAG = 16,
+       LOWER_FIELD_TAG = 32 };
+
+static int name_flags(PyObject *lname) {
+    int flags = 0, r;
+    if ((r = PySet_Contains(URL_ATTRIBUTES, lname)) != 0)
+        flags |= LOWER_URL;
+    if (r >= 0 && (r = PySet_Contains(STRUCTURAL, lname)) > 0)
+        flags |= LOWER_STRUCTURAL;
+    if (r >= 0 && (r = PySet_Contains(CONTEXT_TAGS, lname)) > 0)
+        flags |= LOWER_CONTEXT_TAG;
+    if (r >= 0 && (r = PySet_Contains(FIELD_TAGS, lname)) > 0)
+        flags |= LOWER_FIELD_TAG;
+    if (r < 0)
+        return -1;
+    if (starts_with_rr(lname))
+        flags |= LOWER_RR;
+    if (PyUnicode_Compare(lname, s_value) == 0)
+        flags |= LOWER_VALUE;
+    return PyErr_Occurred() ? -1 : flags;
+}
+
+/* flags: name_flags(lname). */
+static int attribute_verdict(Walk *w, PyObject *lname, int flags, int kind, const void *data, Py_ssize_t len) {
+    int r;
+    if (flags & LOWER_URL) {
+        if (find_char(kind, data, 0, len, '=') >= 0)
+            return VERDICT_URL;
         r = url_pii_in(kind, data, len);
         return r < 0 ? -1 : r ? VERDICT_URL : 1;
     }
-    if ((r = PySet_Contains(STRUCTURAL, lname)) != 0)
-        return r;
-    if (starts_with_rr(lname))
+    if (flags & (LOWER_STRUCTURAL | LOWER_RR))
         return 1;
-    if (PyUnicode_Compare(lname, s_value) == 0)
+    if (flags & LOWER_VALUE)
         return 0;
     /* Rules.attribute_masked: a name the rules mask, or one with selector rules, goes to Python. */
     PyObject *masked = PyDict_GetItemWithError(w->name_cache, lname);
@@ -661,8 +745,10 @@ static int element_attributes(Walk *w, PyObject *node, PyObject *tag, PyObject *
         PyObject *lname = lowered(name);
         if (lname == NULL)
             return -1;
-        int same = PyUnicode_Check(lname) ? attribute_verdict(w, lname, PyUnicode_KIND(value), PyUnicode_DATA(value),
-                                                              PyUnicode_GET_LENGTH(value)) : 0;
+        int flags = PyUnicode_Check(lname) ? name_flags(lname) : -1;
+        int same = flags >= 0 ? attribute_verdict(w, lname, flags, PyUnicode_KIND(value), PyUnicode_DATA(value),
+                                                  PyUnicode_GET_LENGTH(value))
+                   : PyErr_Occurred() ? -1 : 0;
         if (same == VERDICT_URL || same == VERDICT_PII) {
             PyObject *known = NULL;
             same = remembered(same == VERDICT_URL ? w->url_memo : w->pii_memo, value, &known);
@@ -725,11 +811,14 @@ static PyObject *element(Walk *w, PyObject *sn, PyObject *sid, PyObject *parent,
     PyObject *kept = kept_slot != NULL && *kept_slot != NULL ? Py_NewRef(*kept_slot) : PyObject_GetAttr(node, s_attrs);
     if (kept == NULL)
         goto done;
-    int slow = 0;
-    if (!w->ctx_blocked)
-        slow = might_match(w->block_keys, tag, kept);
-    if (slow == 0 && !w->ctx_mask_text)
-        slow = might_match(w->mask_keys, tag, kept);
+    int slow = w->classes.usable && !w->ctx_blocked && !w->ctx_mask_text ? class_names_in(&w->classes, kept) : -2;
+    if (slow == -2) {
+        slow = 0;
+        if (!w->ctx_blocked)
+            slow = might_match(w->block_keys, tag, kept);
+        if (slow == 0 && !w->ctx_mask_text)
+            slow = might_match(w->mask_keys, tag, kept);
+    }
     if (slow == 0)
         slow = PySet_Contains(CONTEXT_TAGS, tag);
     if (slow == 0)
@@ -955,6 +1044,10 @@ static int walk_init(Walk *w, PyObject *walker) {
     }
     if ((w->mask_keys = rule_keys(mask)) == NULL && PyErr_Occurred())
         goto done;
+    memset(&w->classes, 0, sizeof w->classes);
+    w->classes.usable = 1;
+    class_names_add(&w->classes, w->block_keys);
+    class_names_add(&w->classes, w->mask_keys);
     rc = 0;
 done:
     Py_XDECREF(rules);
@@ -1334,7 +1427,13 @@ typedef struct {
     unsigned char len;
     char text[NAME_BYTES];
     PyObject *name, *lower;
+    int flags;  /* name_flags(lower), and NAME_STRUCTURAL */
+    /* Whether the last mirror's keep set asked holds the name (mirrors of one policy share theirs
+     * in value, not always in identity: the set is held so its address is not reused). */
+    PyObject *keep_set;
+    int kept;
 } NameEntry;
+enum { NAME_STRUCTURAL = 64 };  /* the name as written is in STRUCTURAL (_element_attributes' test) */
 static NameEntry names[NAME_SLOTS];
 static int names_used;
 
@@ -1342,6 +1441,7 @@ static void names_clear(void) {
     for (int i = 0; i < NAME_SLOTS; i++) {
         Py_CLEAR(names[i].name);
         Py_CLEAR(names[i].lower);
+        Py_CLEAR(names[i].keep_set);
         names[i].len = 0;
     }
     names_used = 0;
@@ -1375,6 +1475,13 @@ static NameEntry *name_entry(const unsigned char *s, Py_ssize_t len) {
             return NULL;
         }
         PyUnicode_InternInPlace(&name);
+        int flags = name_flags(lower), structural = flags < 0 ? -1 : PySet_Contains(STRUCTURAL, name);
+        if (structural < 0) {
+            Py_DECREF(name);
+            Py_DECREF(lower);
+            return NULL;
+        }
+        e->flags = flags | (structural ? NAME_STRUCTURAL : 0);
         e->name = name;
         e->lower = lower;
         e->len = (unsigned char)len;
@@ -1384,6 +1491,18 @@ static NameEntry *name_entry(const unsigned char *s, Py_ssize_t len) {
     }
     names_clear();
     return name_entry(s, len);
+}
+
+/* Whether ``keep`` (a mirror's keep set) holds the entry's name; -1 error. */
+static int entry_kept(NameEntry *e, PyObject *keep) {
+    if (e->keep_set != keep) {
+        int r = PySet_Contains(keep, e->name);
+        if (r < 0)
+            return -1;
+        Py_XSETREF(e->keep_set, Py_NewRef(keep));
+        e->kept = r;
+    }
+    return e->kept;
 }
 
 /* The PII prefilter over a packed str: its bytes when ASCII, else the decoded str. */
@@ -1581,13 +1700,13 @@ static PyObject *packed_str(PyObject *text) {
 
 /* attribute_verdict for a packed value (lname: the lower-cased name): its bytes when ASCII (the
  * 1-byte kind), else the decoded str. */
-static int packed_attribute_verdict(Packed *pk, PyObject *lname, const unsigned char *s, Py_ssize_t len) {
+static int packed_attribute_verdict(Packed *pk, PyObject *lname, int flags, const unsigned char *s, Py_ssize_t len) {
     if (is_ascii(s, len))
-        return attribute_verdict(&pk->w, lname, PyUnicode_1BYTE_KIND, s, len);
+        return attribute_verdict(&pk->w, lname, flags, PyUnicode_1BYTE_KIND, s, len);
     PyObject *value = PyUnicode_DecodeUTF8((const char *)s, len, NULL);
     if (value == NULL)
         return -1;
-    int r = attribute_verdict(&pk->w, lname, PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value));
+    int r = attribute_verdict(&pk->w, lname, flags, PyUnicode_KIND(value), PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value));
     Py_DECREF(value);
     return r;
 }
@@ -1610,13 +1729,12 @@ static int remembered_packed(PyObject *memo, const unsigned char *s, Py_ssize_t 
     return r;
 }
 
-static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObject *lower, const MpValue *v,
-                            Py_ssize_t vstart, Py_ssize_t vend) {
+/* flags: the name's entry's; keep: whether the mirror keeps the name. */
+static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObject *lower, int flags, int keep,
+                            const MpValue *v, Py_ssize_t vstart, Py_ssize_t vend) {
     const unsigned char *b = pk->b;
-    int r = PySet_Contains(pk->w.keep, name);
-    if (r < 0)
-        return -1;
-    if (r) {  /* SessionMirror.add keeps it */
+    int r;
+    if (keep) {  /* SessionMirror.add keeps it */
         PyObject *value = PyUnicode_DecodeUTF8((const char *)b + v->data, v->len, NULL);
         if (value == NULL || (*kept == NULL && (*kept = PyDict_New()) == NULL)
             || PyDict_SetItem(*kept, name, value) < 0) {
@@ -1625,11 +1743,9 @@ static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObjec
         }
         Py_DECREF(value);
     }
-    if ((r = PySet_Contains(STRUCTURAL, name)) != 0)
-        return r < 0 ? -1 : 1;
-    if (v->len == 0)
+    if (flags & NAME_STRUCTURAL || v->len == 0)
         return 1;
-    r = packed_attribute_verdict(pk, lower, b + v->data, v->len);
+    r = packed_attribute_verdict(pk, lower, flags, b + v->data, v->len);
     if (r == VERDICT_URL || r == VERDICT_PII) {
         PyObject *out = NULL;
         r = remembered_packed(r == VERDICT_URL ? pk->w.url_memo : pk->w.pii_memo, b + v->data, v->len, &out);
@@ -1665,12 +1781,13 @@ static int packed_element(Packed *pk, const NodeFields *f, PyObject *sid, PyObje
     const unsigned char *b = pk->b;
     PyObject *tag = s_empty, *kept = NULL, *node = NULL;
     Py_ssize_t splices_before = pk->nsplices;
-    int rc = 0;
+    int rc = 0, tag_flags = 0;  /* "" is no context or field tag */
     if (f->tag.type == MP_STR) {
         NameEntry *e = name_entry(b + f->tag.data, f->tag.len);
         if (e == NULL)
             return PyErr_Occurred() ? -1 : 0;
         tag = e->lower;
+        tag_flags = e->flags;
     } else if (f->tag.type != MP_BAD && f->tag.type != MP_NIL) {
         return 0;  /* str(tagName) of another type: Python's business */
     }
@@ -1698,8 +1815,11 @@ static int packed_element(Packed *pk, const NodeFields *f, PyObject *sid, PyObje
                 continue;  /* not kept, never masked: neither walk looks at it */
             /* Held: an allocation below may run a finalizer that lets another thread's walk empty
              * the name table. */
+            int keep = entry_kept(e, w->keep), flags = e->flags;
+            if (keep < 0)
+                goto error;
             PyObject *name = Py_NewRef(e->name), *lower = Py_NewRef(e->lower);
-            int r = packed_attribute(pk, &kept, name, lower, &v, vstart, pos);
+            int r = packed_attribute(pk, &kept, name, lower, flags, keep, &v, vstart, pos);
             Py_DECREF(name);
             Py_DECREF(lower);
             if (r < 0)
@@ -1712,13 +1832,14 @@ static int packed_element(Packed *pk, const NodeFields *f, PyObject *sid, PyObje
     }
     PyObject *attrs = kept != NULL ? kept : EMPTY_ATTRS;
     /* What sends the loop above to Walker._element (ROOT: nothing blocked, no text masked). */
-    int slow = might_match(w->block_keys, tag, attrs);
+    int slow = w->classes.usable ? class_names_in(&w->classes, attrs) : -2;
+    if (slow == -2) {
+        slow = might_match(w->block_keys, tag, attrs);
+        if (slow == 0)
+            slow = might_match(w->mask_keys, tag, attrs);
+    }
     if (slow == 0)
-        slow = might_match(w->mask_keys, tag, attrs);
-    if (slow == 0)
-        slow = PySet_Contains(CONTEXT_TAGS, tag);
-    if (slow == 0)
-        slow = PySet_Contains(FIELD_TAGS, tag);
+        slow = (tag_flags & (LOWER_CONTEXT_TAG | LOWER_FIELD_TAG)) != 0;
     if (slow == 0)
         slow = PyDict_Contains(attrs, s_contenteditable);
     if (slow < 0)
@@ -1977,6 +2098,7 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     Py_XSETREF(URL_ATTRIBUTES, Py_NewRef(url_attributes));
     Py_XSETREF(CONTEXT_TAGS, Py_NewRef(context_tags));
     Py_XSETREF(FIELD_TAGS, Py_NewRef(field_tags));
+    names_clear();  /* their flags come from these sets */
     Py_RETURN_NONE;
 }
 

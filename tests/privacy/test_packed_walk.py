@@ -258,3 +258,22 @@ def test_every_attribute_of_every_kind_of_element_is_masked_alike():
         assert packed(policy, events) == ordinary(policy, events)
     _, delegated, mirror = walked(POLICIES["default"], events[0])
     assert delegated < len(children)  # most top-level elements were the C walk's
+
+
+def test_selector_classes_anywhere_in_the_class_attribute_are_masked_alike():
+    """The C walk rules an element out of the selectors by one scan of its class attribute for any
+    of the block and mask selectors' class names: a name as a whole class, among others, at either
+    end, inside a longer class (no match, but the scan may only say "maybe"), in other cases."""
+    classes = ["rr-mask", "rr-block", "ph-mask", "ph-no-capture", "a rr-mask", "rr-block b", "x ph-mask y",
+               "a\tph-no-capture", "xrr-maskx", "rr-mas", "RR-MASK", "rr", "", "plain", "ünï rr-block",
+               "ünï plain", "rr-maskrr-block"]
+    children = [{"type": 2, "id": 10 + 2 * i, "tagName": "div", "attributes": {"class": cls},
+                 "childNodes": [{"type": 3, "id": 11 + 2 * i, "textContent": f"secret words {i}"}]}
+                for i, cls in enumerate(classes)]
+    events = [{"type": 2, "timestamp": 1, "data": {"node": {"type": 0, "id": 1, "childNodes": children}}}]
+    for policy in POLICIES.values():
+        assert packed(policy, events) == ordinary(policy, events)
+    masked = msgspec.msgpack.decode(packed(POLICIES["default"], events)[0][0])["data"]["node"]["childNodes"]
+    kept = {c["attributes"].get("class"): "secret" in str(c) for c in masked}
+    assert kept["a rr-mask"] is False and kept["rr-block b"] is False and kept["a\tph-no-capture"] is False
+    assert kept["xrr-maskx"] is True and kept["plain"] is True
