@@ -1848,7 +1848,13 @@ static int packed_element(Packed *pk, const NodeFields *f, PyObject *sid, PyObje
         goto python;
     if ((node = new_node(sid, tag, attrs, parent)) == NULL)
         goto error;
-    if (PyDict_SetItem(w->nodes, sid, node) < 0 || link_child(parent, sid) < 0)
+    /* One lookup for "does the mirror hold the id" and the insertion. */
+    PyObject *held = PyDict_SetDefault(w->nodes, sid, node);
+    if (held == NULL)
+        goto error;
+    if (held != node)
+        goto python;  /* an id the mirror holds: SessionMirror.add detaches the old node */
+    if (link_child(parent, sid) < 0)
         goto error;
     *node_out = node;
     node = NULL;
@@ -1913,11 +1919,10 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
     PyObject *node = NULL;
     int rc = -1;
     if (kind == ELEMENT) {
-        int known = PyDict_Contains(w->nodes, sid);
-        int r = known != 0 ? known : packed_element(pk, &f, sid, parent, &node);
+        int r = packed_element(pk, &f, sid, parent, &node);
         if (r < 0)
             goto done;
-        if (r == 0 || known) {
+        if (r == 0) {
             rc = delegate_node(pk, start, end, parent);
             goto done;
         }
@@ -1926,11 +1931,9 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
         if (node == NULL)
             goto done;
     } else {  /* text, comment, CDATA, doctype and the rest: leaves */
-        int known = PyDict_Contains(w->leaves, sid);
-        if (known < 0)
-            goto done;
+        Py_ssize_t splices_before = pk->nsplices;
         int pii = 0;
-        if (!known && (kind == TEXT || kind == COMMENT || kind == CDATA) && f.text.type == MP_STR)
+        if ((kind == TEXT || kind == COMMENT || kind == CDATA) && f.text.type == MP_STR)
             pii = packed_pii(b + f.text.data, f.text.len);  /* ROOT: only a detector could act */
         if (pii > 0) {  /* Enforcer.text(parent, value, False): its memo may know the value */
             PyObject *out = NULL;
@@ -1943,10 +1946,19 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
         }
         if (pii < 0)
             goto done;
-        if (known || pii)
+        if (pii) {
             rc = delegate_node(pk, start, end, parent);
-        else if (PyDict_SetItem(w->leaves, sid, parent) == 0)
+            goto done;
+        }
+        Py_ssize_t held = PyDict_GET_SIZE(w->leaves);
+        if (PyDict_SetDefault(w->leaves, sid, parent) == NULL)
+            goto done;
+        if (PyDict_GET_SIZE(w->leaves) == held) {  /* an id the mirror holds: add_leaf unlinks it */
+            drop_splices(pk, splices_before);
+            rc = delegate_node(pk, start, end, parent);
+        } else {
             rc = link_child(parent, sid);
+        }
         goto done;
     }
     rc = 0;
