@@ -1493,6 +1493,37 @@ static NameEntry *name_entry(const unsigned char *s, Py_ssize_t len) {
     return name_entry(s, len);
 }
 
+/* str objects for the short values the mirror keeps (class names above all: a page repeats a few
+ * dozen of them on thousands of elements), by their bytes, so that the mirrors share one object
+ * per value instead of decoding each. Direct-mapped; a new value takes the slot of the old. */
+#define VALUE_SLOTS 512
+#define VALUE_BYTES 48
+typedef struct {
+    Py_ssize_t len;
+    unsigned char text[VALUE_BYTES];
+    PyObject *value; /* NULL: empty slot */
+} KeptValue;
+static KeptValue kept_values[VALUE_SLOTS];
+
+/* The str of UTF-8 bytes s[:len] (a new reference); NULL with an exception set when they are not. */
+static PyObject *kept_value(const unsigned char *s, Py_ssize_t len) {
+    if (len > VALUE_BYTES)
+        return PyUnicode_DecodeUTF8((const char *)s, len, NULL);
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < len; i++)
+        h = (h ^ s[i]) * 16777619u;
+    KeptValue *slot = &kept_values[(h ^ (h >> 15)) % VALUE_SLOTS];
+    if (slot->value != NULL && slot->len == len && memcmp(slot->text, s, (size_t)len) == 0)
+        return Py_NewRef(slot->value);
+    PyObject *value = PyUnicode_DecodeUTF8((const char *)s, len, NULL);
+    if (value == NULL)
+        return NULL;
+    Py_XSETREF(slot->value, Py_NewRef(value));
+    slot->len = len;
+    memcpy(slot->text, s, (size_t)len);
+    return value;
+}
+
 /* Whether ``keep`` (a mirror's keep set) holds the entry's name; -1 error. */
 static int entry_kept(NameEntry *e, PyObject *keep) {
     if (e->keep_set != keep) {
@@ -1735,7 +1766,7 @@ static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObjec
     const unsigned char *b = pk->b;
     int r;
     if (keep) {  /* SessionMirror.add keeps it */
-        PyObject *value = PyUnicode_DecodeUTF8((const char *)b + v->data, v->len, NULL);
+        PyObject *value = kept_value(b + v->data, v->len);
         if (value == NULL || (*kept == NULL && (*kept = PyDict_New()) == NULL)
             || PyDict_SetItem(*kept, name, value) < 0) {
             Py_XDECREF(value);

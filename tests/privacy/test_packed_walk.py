@@ -301,3 +301,16 @@ def test_ids_given_twice_in_a_snapshot_are_mirrored_alike(policy):
     ]}
     events = [{"type": 2, "timestamp": 1, "data": {"node": tree}}]
     assert packed(POLICIES[policy], events) == ordinary(POLICIES[policy], events)
+
+
+def test_many_kept_values_of_one_length_are_mirrored_as_written():
+    """The C walk shares one str per short kept value through a small table keyed by the value's
+    bytes: thousands of distinct classes of one length must each reach the mirror as written."""
+    children = [{"type": 2, "id": 10 + i, "tagName": "div",
+                 "attributes": {"class": f"c{i:05d}", "role": f"r{i % 7}", "id": "é" * (i % 3)}}
+                for i in range(3000)]
+    events = [{"type": 2, "timestamp": 1, "data": {"node": {"type": 0, "id": 1, "childNodes": children}}}]
+    got = packed(POLICIES["default"], events)
+    assert got == ordinary(POLICIES["default"], events)
+    nodes = got[2][0]
+    assert all(nodes[10 + i][1]["class"] == f"c{i:05d}" for i in range(3000))
