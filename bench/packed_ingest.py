@@ -3,7 +3,7 @@
 
     REPLAY_BENCH_CORPUS=bench/out/corpus-snapshot .venv/bin/python bench/packed_ingest.py [--repeat 7] [--masking on|off]
         [--uploads all|with-snapshot|without-snapshot]
-    valgrind --tool=callgrind .venv/bin/python bench/packed_ingest.py --masking on --only packed --passes 2
+    PYTHONHASHSEED=0 valgrind --tool=callgrind .venv/bin/python bench/packed_ingest.py --masking on --only packed --passes 2
 
 Each ~2 s upload of the corpus, as the JSON body `POST /v1/recordings` receives (inflated), goes
 through what native ingest runs after gunzip and before the spool, both ways, alternating passes:
@@ -18,7 +18,8 @@ through what native ingest runs after gunzip and before the spool, both ways, al
 
 ``--only ordinary|packed --passes N`` makes N passes of one path and reports nothing: under
 callgrind, the instructions with ``--passes 2`` minus those with ``--passes 1`` are one pass's, a
-count that does not move with the machine's speed (the timings here do, 1.5x between runs).
+count that does not move with the machine's speed (the timings here do, 1.5x between runs). Set
+PYTHONHASHSEED=0 for such counts: with str hashes randomised per process the same code moves ±8 M.
 
 Both must give the same items and summaries (checked). Prints CPU per upload, the best pass of
 each, and their ratio; the garbage collector is tuned as `replay serve` tunes it.

@@ -691,6 +691,8 @@ static int name_flags(PyObject *lname) {
     return PyErr_Occurred() ? -1 : flags;
 }
 
+static int lname_flags(PyObject *lname);
+
 /* flags: name_flags(lname). */
 static int attribute_verdict(Walk *w, PyObject *lname, int flags, int kind, const void *data, Py_ssize_t len) {
     int r;
@@ -745,7 +747,7 @@ static int element_attributes(Walk *w, PyObject *node, PyObject *tag, PyObject *
         PyObject *lname = lowered(name);
         if (lname == NULL)
             return -1;
-        int flags = PyUnicode_Check(lname) ? name_flags(lname) : -1;
+        int flags = PyUnicode_Check(lname) ? lname_flags(lname) : -1;
         int same = flags >= 0 ? attribute_verdict(w, lname, flags, PyUnicode_KIND(value), PyUnicode_DATA(value),
                                                   PyUnicode_GET_LENGTH(value))
                    : PyErr_Occurred() ? -1 : 0;
@@ -1522,6 +1524,18 @@ static PyObject *kept_value(const unsigned char *s, Py_ssize_t len) {
     slot->len = len;
     memcpy(slot->text, s, (size_t)len);
     return value;
+}
+
+/* name_flags(lname), from the name table when lname is a short ASCII str (the decoded walk's names). */
+static int lname_flags(PyObject *lname) {
+    if (PyUnicode_CheckExact(lname) && PyUnicode_IS_ASCII(lname) && PyUnicode_GET_LENGTH(lname) <= NAME_BYTES) {
+        NameEntry *e = name_entry(PyUnicode_1BYTE_DATA(lname), PyUnicode_GET_LENGTH(lname));
+        if (e != NULL)
+            return e->flags & ~NAME_STRUCTURAL;  /* the entry's lower is lname: already lower-case */
+        if (PyErr_Occurred())
+            return -1;
+    }
+    return name_flags(lname);
 }
 
 /* Whether ``keep`` (a mirror's keep set) holds the entry's name; -1 error. */

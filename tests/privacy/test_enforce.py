@@ -216,6 +216,27 @@ def test_url_parameters_are_stripped_in_meta_links_and_custom_events() -> None:
     assert audit_session(enforced).verdict == "clean"
 
 
+def test_links_in_snapshots_and_added_nodes_lose_their_secrets() -> None:
+    def link(node_id: int, name: str, value: str) -> dict[str, Any]:
+        return {"type": 2, "id": node_id, "tagName": "a", "attributes": {name: value, "class": "nav"},
+                "childNodes": [{"type": 3, "id": node_id + 1, "textContent": "next"}]}
+
+    secret = "https://app.test/r?token=zzTop99&page=2"
+    events = [
+        {"type": 2, "timestamp": 1, "data": {"node": {"type": 0, "id": 1, "childNodes": [
+            {"type": 2, "id": 2, "tagName": "div", "attributes": {}, "childNodes": [link(3, "href", secret)]}]}}},
+        {"type": 3, "timestamp": 2, "data": {"source": 0, "texts": [], "attributes": [], "removes": [], "adds": [
+            {"parentId": 2, "nextId": None, "node": link(10, "href", secret)},
+            {"parentId": 2, "nextId": None, "node": link(12, "HREF", secret)},
+            {"parentId": 2, "nextId": None, "node": {"type": 2, "id": 14, "tagName": "img", "childNodes": [],
+                                                     "attributes": {"src": "/u/jane@example.com/avatar.png"}}},
+        ]}},
+    ]
+    enforced = json.dumps(enforce(events))
+    assert "zzTop99" not in enforced and "jane@" not in enforced
+    assert enforced.count("token=********&page=2") == 3
+
+
 def test_enforce_false_stores_events_as_received() -> None:
     events = load("text_pii")["events"]
     before = copy.deepcopy(events)
