@@ -249,17 +249,20 @@ def main() -> None:
         bodies_file = Path(tmp) / "bodies.msgpack"
         bodies_file.write_bytes(msgpack.packb(sessions))
         del sessions
-        before = []
+        before, cpu_pairs = [], []  # (before, after) server CPU-s incl. flush, per pair
         for i in range(args.repeat):
             if args.before_after:
                 launcher = tree_launcher(args.before_tree) if args.before_tree else BEFORE_LAUNCHER
                 r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"before{i}", launcher)
                 print(f"run {i + 1}/{args.repeat} BEFORE ({before_name}): " + report(r, args), flush=True)
                 before.append(r["ratio"])
+                cpu_before = r["cpu_total"]
             launcher = f"{STOPPING_LAUNCHER} {args.stop_after}" if args.stop_after else ""
             r = run_once(bodies_file, bodies, raw_total, args, Path(tmp) / f"data{i}", launcher)
             print(f"run {i + 1}/{args.repeat}: " + report(r, args), flush=True)
             ratios.append(r["ratio"])
+            if args.before_after:
+                cpu_pairs.append((cpu_before, r["cpu_total"]))
 
     def median(xs: list[float]) -> str:
         xs = sorted(xs)
@@ -267,6 +270,11 @@ def main() -> None:
 
     if before:
         print(f"RATIO BEFORE ({before_name}) ingest / C floor: {median(before)}")
+        # The same uploads, so the CPU each pair took compares directly; a pair whose BEFORE run fell in
+        # one of the machine's fast spells shows as an outlier here rather than moving a median ratio.
+        shares = [after / b for b, after in cpu_pairs]
+        print(f"SERVER CPU after / before, per pair: {', '.join(f'{x:.2f}' for x in shares)} "
+              f"(median {sorted(shares)[len(shares) // 2]:.2f})")
     print(f"RATIO ingest / C floor: {median(ratios)}   target >= 0.50")
 
 
