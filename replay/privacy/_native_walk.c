@@ -660,30 +660,22 @@ static PyObject *masked_text(PyObject *value) {
     return out;
 }
 
-/* Walker._attribute for a value of an element that is not an <option>: 1 it would return the value
- * as it is and call no sink; 2 it would mask the value as text (a name the rules mask, and a sink
- * whose masking this loop may do itself); VERDICT_URL sink.url decides, VERDICT_PII
- * sink.attribute(..., False) decides (a detector might match), either a function of the value the
- * sink may remember; 0 Python must decide; -1 error. */
-enum { VERDICT_URL = 3, VERDICT_PII = 4 };
-
 /* What the configured sets say of a lower-cased attribute or tag name: the same for every policy,
- * so the packed walk keeps them in its name table instead of asking the sets for every attribute. */
+ * so the walks keep them in their name table instead of asking the sets for every attribute. */
 enum { LOWER_URL = 1, LOWER_STRUCTURAL = 2, LOWER_RR = 4, LOWER_VALUE = 8, LOWER_CONTEXT_TAG = 16,
        LOWER_FIELD_TAG = 32 };
 
 static int name_flags(PyObject *lname) {
-    int flags = 0, r;
-    if ((r = PySet_Contains(URL_ATTRIBUTES, lname)) != 0)
-        flags |= LOWER_URL;
-    if (r >= 0 && (r = PySet_Contains(STRUCTURAL, lname)) > 0)
-        flags |= LOWER_STRUCTURAL;
-    if (r >= 0 && (r = PySet_Contains(CONTEXT_TAGS, lname)) > 0)
-        flags |= LOWER_CONTEXT_TAG;
-    if (r >= 0 && (r = PySet_Contains(FIELD_TAGS, lname)) > 0)
-        flags |= LOWER_FIELD_TAG;
-    if (r < 0)
-        return -1;
+    PyObject *const sets[] = {URL_ATTRIBUTES, STRUCTURAL, CONTEXT_TAGS, FIELD_TAGS};
+    const int bits[] = {LOWER_URL, LOWER_STRUCTURAL, LOWER_CONTEXT_TAG, LOWER_FIELD_TAG};
+    int flags = 0;
+    for (int i = 0; i < 4; i++) {
+        int r = PySet_Contains(sets[i], lname);
+        if (r < 0)
+            return -1;
+        if (r)
+            flags |= bits[i];
+    }
     if (starts_with_rr(lname))
         flags |= LOWER_RR;
     if (PyUnicode_Compare(lname, s_value) == 0)
@@ -691,9 +683,103 @@ static int name_flags(PyObject *lname) {
     return PyErr_Occurred() ? -1 : flags;
 }
 
-static int lname_flags(PyObject *lname);
+static int is_ascii(const unsigned char *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s[i] & 0x80)
+            return 0;
+    return 1;
+}
 
-/* flags: name_flags(lname). */
+/* str objects for the attribute names and tags the walks meet, as they are and lower-cased:
+ * a few dozen names make up nearly every attribute of every page. ASCII names of up to 32 bytes;
+ * the table is emptied when full (names come from pages). */
+#define NAME_SLOTS 1024
+#define NAME_BYTES 32
+typedef struct {
+    unsigned char len;
+    char text[NAME_BYTES];
+    PyObject *name, *lower;
+    int flags;  /* name_flags(lower), and NAME_STRUCTURAL */
+    /* Whether the last mirror's keep set asked holds the name (mirrors of one policy share theirs
+     * in value, not always in identity: the set is held so its address is not reused). */
+    PyObject *keep_set;
+    int kept;
+} NameEntry;
+enum { NAME_STRUCTURAL = 64 };  /* the name as written is in STRUCTURAL (_element_attributes' test) */
+static NameEntry names[NAME_SLOTS];
+static int names_used;
+
+static void names_clear(void) {
+    for (int i = 0; i < NAME_SLOTS; i++) {
+        Py_CLEAR(names[i].name);
+        Py_CLEAR(names[i].lower);
+        Py_CLEAR(names[i].keep_set);
+        names[i].len = 0;
+    }
+    names_used = 0;
+}
+
+/* The entry for an ASCII name (borrowed references in it); NULL with an exception set on error,
+ * NULL without one when the name is not ASCII or too long (the caller hands the node to Python). */
+static NameEntry *name_entry(const unsigned char *s, Py_ssize_t len) {
+    if (len > NAME_BYTES || !is_ascii(s, len))
+        return NULL;
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < len; i++)
+        h = (h ^ s[i]) * 16777619u;
+    for (int probe = 0; probe < 8; probe++) {
+        NameEntry *e = &names[(h + (uint32_t)probe) % NAME_SLOTS];
+        if (e->name != NULL) {
+            if (e->len == len && memcmp(e->text, s, (size_t)len) == 0)
+                return e;
+            continue;
+        }
+        if (names_used >= NAME_SLOTS / 2) {
+            names_clear();
+            return name_entry(s, len);
+        }
+        PyObject *name = PyUnicode_FromStringAndSize((const char *)s, len);
+        if (name == NULL)
+            return NULL;
+        PyObject *lower = lowered(name);
+        if (lower == NULL) {
+            Py_DECREF(name);
+            return NULL;
+        }
+        PyUnicode_InternInPlace(&name);
+        int flags = name_flags(lower), structural = flags < 0 ? -1 : PySet_Contains(STRUCTURAL, name);
+        if (structural < 0) {
+            Py_DECREF(name);
+            Py_DECREF(lower);
+            return NULL;
+        }
+        e->flags = flags | (structural ? NAME_STRUCTURAL : 0);
+        e->name = name;
+        e->lower = lower;
+        e->len = (unsigned char)len;
+        memcpy(e->text, s, (size_t)len);
+        names_used++;
+        return e;
+    }
+    names_clear();
+    return name_entry(s, len);
+}
+
+/* The name table's entry for a decoded walk's attribute name when it is a short ASCII str; NULL
+ * otherwise (or with an exception set on error). */
+static NameEntry *short_name_entry(PyObject *name) {
+    if (!PyUnicode_CheckExact(name) || !PyUnicode_IS_ASCII(name) || PyUnicode_GET_LENGTH(name) > NAME_BYTES)
+        return NULL;
+    return name_entry(PyUnicode_1BYTE_DATA(name), PyUnicode_GET_LENGTH(name));
+}
+
+/* Walker._attribute for a value of an element that is not an <option>: 1 it would return the value
+ * as it is and call no sink; 2 it would mask the value as text (a name the rules mask, and a sink
+ * whose masking this loop may do itself); VERDICT_URL sink.url decides, VERDICT_PII
+ * sink.attribute(..., False) decides (a detector might match), either a function of the value the
+ * sink may remember; 0 Python must decide; -1 error. flags: name_flags(lname). */
+enum { VERDICT_URL = 3, VERDICT_PII = 4 };
+
 static int attribute_verdict(Walk *w, PyObject *lname, int flags, int kind, const void *data, Py_ssize_t len) {
     int r;
     if (flags & LOWER_URL) {
@@ -739,15 +825,21 @@ static int element_attributes(Walk *w, PyObject *node, PyObject *tag, PyObject *
     PyObject *name, *value;
     Py_ssize_t pos = 0;
     while (PyDict_Next(attrs, &pos, &name, &value)) {
-        int r = PySet_Contains(STRUCTURAL, name);
+        /* The name table knows a short ASCII name's memberships and its lower-cased form. */
+        NameEntry *e = short_name_entry(name);
+        if (e == NULL && PyErr_Occurred())
+            return -1;
+        int r = e != NULL ? (e->flags & NAME_STRUCTURAL) != 0 : PySet_Contains(STRUCTURAL, name);
         if (r < 0)
             return -1;
         if (r || !PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) == 0)
             continue;
-        PyObject *lname = lowered(name);
+        int flags = e != NULL ? e->flags : -1;
+        PyObject *lname = e != NULL ? Py_NewRef(e->lower) : lowered(name);
         if (lname == NULL)
             return -1;
-        int flags = PyUnicode_Check(lname) ? lname_flags(lname) : -1;
+        if (flags < 0 && PyUnicode_Check(lname))
+            flags = name_flags(lname);
         int same = flags >= 0 ? attribute_verdict(w, lname, flags, PyUnicode_KIND(value), PyUnicode_DATA(value),
                                                   PyUnicode_GET_LENGTH(value))
                    : PyErr_Occurred() ? -1 : 0;
@@ -1413,88 +1505,6 @@ static inline int str_is(const unsigned char *b, const MpValue *v, const char *t
     return v->type == MP_STR && v->len == len && memcmp(b + v->data, text, (size_t)len) == 0;
 }
 
-static int is_ascii(const unsigned char *s, Py_ssize_t n) {
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (s[i] & 0x80)
-            return 0;
-    return 1;
-}
-
-/* str objects for the attribute names and tags of packed snapshots, as they are and lower-cased:
- * a few dozen names make up nearly every attribute of every page. ASCII names of up to 32 bytes;
- * the table is emptied when full (names come from pages). */
-#define NAME_SLOTS 1024
-#define NAME_BYTES 32
-typedef struct {
-    unsigned char len;
-    char text[NAME_BYTES];
-    PyObject *name, *lower;
-    int flags;  /* name_flags(lower), and NAME_STRUCTURAL */
-    /* Whether the last mirror's keep set asked holds the name (mirrors of one policy share theirs
-     * in value, not always in identity: the set is held so its address is not reused). */
-    PyObject *keep_set;
-    int kept;
-} NameEntry;
-enum { NAME_STRUCTURAL = 64 };  /* the name as written is in STRUCTURAL (_element_attributes' test) */
-static NameEntry names[NAME_SLOTS];
-static int names_used;
-
-static void names_clear(void) {
-    for (int i = 0; i < NAME_SLOTS; i++) {
-        Py_CLEAR(names[i].name);
-        Py_CLEAR(names[i].lower);
-        Py_CLEAR(names[i].keep_set);
-        names[i].len = 0;
-    }
-    names_used = 0;
-}
-
-/* The entry for an ASCII name (borrowed references in it); NULL with an exception set on error,
- * NULL without one when the name is not ASCII or too long (the caller hands the node to Python). */
-static NameEntry *name_entry(const unsigned char *s, Py_ssize_t len) {
-    if (len > NAME_BYTES || !is_ascii(s, len))
-        return NULL;
-    uint32_t h = 2166136261u;
-    for (Py_ssize_t i = 0; i < len; i++)
-        h = (h ^ s[i]) * 16777619u;
-    for (int probe = 0; probe < 8; probe++) {
-        NameEntry *e = &names[(h + (uint32_t)probe) % NAME_SLOTS];
-        if (e->name != NULL) {
-            if (e->len == len && memcmp(e->text, s, (size_t)len) == 0)
-                return e;
-            continue;
-        }
-        if (names_used >= NAME_SLOTS / 2) {
-            names_clear();
-            return name_entry(s, len);
-        }
-        PyObject *name = PyUnicode_FromStringAndSize((const char *)s, len);
-        if (name == NULL)
-            return NULL;
-        PyObject *lower = lowered(name);
-        if (lower == NULL) {
-            Py_DECREF(name);
-            return NULL;
-        }
-        PyUnicode_InternInPlace(&name);
-        int flags = name_flags(lower), structural = flags < 0 ? -1 : PySet_Contains(STRUCTURAL, name);
-        if (structural < 0) {
-            Py_DECREF(name);
-            Py_DECREF(lower);
-            return NULL;
-        }
-        e->flags = flags | (structural ? NAME_STRUCTURAL : 0);
-        e->name = name;
-        e->lower = lower;
-        e->len = (unsigned char)len;
-        memcpy(e->text, s, (size_t)len);
-        names_used++;
-        return e;
-    }
-    names_clear();
-    return name_entry(s, len);
-}
-
 /* str objects for the short values the mirror keeps (class names above all: a page repeats a few
  * dozen of them on thousands of elements), by their bytes, so that the mirrors share one object
  * per value instead of decoding each. Direct-mapped; a new value takes the slot of the old. */
@@ -1526,17 +1536,6 @@ static PyObject *kept_value(const unsigned char *s, Py_ssize_t len) {
     return value;
 }
 
-/* name_flags(lname), from the name table when lname is a short ASCII str (the decoded walk's names). */
-static int lname_flags(PyObject *lname) {
-    if (PyUnicode_CheckExact(lname) && PyUnicode_IS_ASCII(lname) && PyUnicode_GET_LENGTH(lname) <= NAME_BYTES) {
-        NameEntry *e = name_entry(PyUnicode_1BYTE_DATA(lname), PyUnicode_GET_LENGTH(lname));
-        if (e != NULL)
-            return e->flags & ~NAME_STRUCTURAL;  /* the entry's lower is lname: already lower-case */
-        if (PyErr_Occurred())
-            return -1;
-    }
-    return name_flags(lname);
-}
 
 /* Whether ``keep`` (a mirror's keep set) holds the entry's name; -1 error. */
 static int entry_kept(NameEntry *e, PyObject *keep) {
@@ -1774,6 +1773,19 @@ static int remembered_packed(PyObject *memo, const unsigned char *s, Py_ssize_t 
     return r;
 }
 
+/* The packed str at b[vstart:vend] (its text s[:len]) as the sink remembered it: 1 the memo knows it
+ * (spliced in when it changed), 0 not remembered (Python decides), -1 error. */
+static int splice_remembered(Packed *pk, PyObject *memo, const unsigned char *s, Py_ssize_t len, Py_ssize_t vstart,
+                             Py_ssize_t vend) {
+    PyObject *out = NULL;
+    int r = remembered_packed(memo, s, len, &out);
+    if (r == 2) {
+        r = add_splice(pk, vstart, vend, out) < 0 ? -1 : 1;
+        Py_DECREF(out);
+    }
+    return r;
+}
+
 /* flags: the name's entry's; keep: whether the mirror keeps the name. */
 static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObject *lower, int flags, int keep,
                             const MpValue *v, Py_ssize_t vstart, Py_ssize_t vend) {
@@ -1791,15 +1803,9 @@ static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObjec
     if (flags & NAME_STRUCTURAL || v->len == 0)
         return 1;
     r = packed_attribute_verdict(pk, lower, flags, b + v->data, v->len);
-    if (r == VERDICT_URL || r == VERDICT_PII) {
-        PyObject *out = NULL;
-        r = remembered_packed(r == VERDICT_URL ? pk->w.url_memo : pk->w.pii_memo, b + v->data, v->len, &out);
-        if (r == 2) {
-            r = add_splice(pk, vstart, vend, out) < 0 ? -1 : 1;
-            Py_DECREF(out);
-        }
-        return r;
-    }
+    if (r == VERDICT_URL || r == VERDICT_PII)
+        return splice_remembered(pk, r == VERDICT_URL ? pk->w.url_memo : pk->w.pii_memo, b + v->data, v->len, vstart,
+                                 vend);
     if (r != 2)
         return r;
     /* masked by name: Enforcer.text(..., True) */
@@ -1981,12 +1987,8 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
         if ((kind == TEXT || kind == COMMENT || kind == CDATA) && f.text.type == MP_STR)
             pii = packed_pii(b + f.text.data, f.text.len);  /* ROOT: only a detector could act */
         if (pii > 0) {  /* Enforcer.text(parent, value, False): its memo may know the value */
-            PyObject *out = NULL;
-            int m = remembered_packed(w->pii_memo, b + f.text.data, f.text.len, &out);
-            if (m == 2) {
-                m = add_splice(pk, f.text.start, f.text.data + f.text.len, out) < 0 ? -1 : 1;
-                Py_DECREF(out);
-            }
+            int m = splice_remembered(pk, w->pii_memo, b + f.text.data, f.text.len, f.text.start,
+                                      f.text.data + f.text.len);
             pii = m < 0 ? -1 : !m;
         }
         if (pii < 0)

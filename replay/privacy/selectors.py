@@ -304,4 +304,3 @@ class SelectorInputs:
             if (old is not None and _attr_ok(op, old, want)) != (new is not None and _attr_ok(op, new, want)):
                 return True
         return False
-
