@@ -12,6 +12,7 @@ FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field
 setup(
     ext_modules=[
         Extension("replay.privacy._native_walk", ["replay/privacy/_native_walk.c"], extra_compile_args=FLAGS,
+                  depends=["replay/privacy/_mirror_table.h"],
                   optional=True),
         Extension("replay.ingest._decoded_tree", ["replay/ingest/_decoded_tree.c"], extra_compile_args=FLAGS,
                   optional=True),

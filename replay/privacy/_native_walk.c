@@ -77,7 +77,40 @@ static PyObject *s_id, *s_type, *s_tagName, *s_attributes, *s_textContent, *s_ch
     *s_class, *s_attrs, *s_contenteditable, *s_value, *s_input, *s_unknown, *s_skip, *s_empty, *s_document,
     *s_lower, *s_add, *s_add_leaf, *s_note_password, *s_element, *s_leaf_text, *s_attribute,
     *s_mirror, *s_rules, *s_block, *s_mask, *s_nodes, *s_leaves, *s_keep, *s_name_cache,
-    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text, *s_memoized_by_value, *s_scrubbed_urls, *s_pii_masked, *s_memo, *s_parentId, *s_node, *s_ctx_of, *s_add_under, *s_enter;
+    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text, *s_memoized_by_value, *s_scrubbed_urls, *s_pii_masked, *s_memo, *s_parentId, *s_node, *s_ctx_of, *s_add_under, *s_enter, *s_table;
+
+/* str objects for the short values the mirror keeps (class names above all: a page repeats a few
+ * dozen of them on thousands of elements), by their bytes, so that the mirrors share one object
+ * per value instead of decoding each. Direct-mapped; a new value takes the slot of the old. */
+#define VALUE_SLOTS 512
+#define VALUE_BYTES 48
+typedef struct {
+    Py_ssize_t len;
+    unsigned char text[VALUE_BYTES];
+    PyObject *value; /* NULL: empty slot */
+} KeptValue;
+static KeptValue kept_values[VALUE_SLOTS];
+
+/* The str of UTF-8 bytes s[:len] (a new reference); NULL with an exception set when they are not. */
+static PyObject *kept_value(const unsigned char *s, Py_ssize_t len) {
+    if (len > VALUE_BYTES)
+        return PyUnicode_DecodeUTF8((const char *)s, len, NULL);
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; i < len; i++)
+        h = (h ^ s[i]) * 16777619u;
+    KeptValue *slot = &kept_values[(h ^ (h >> 15)) % VALUE_SLOTS];
+    if (slot->value != NULL && slot->len == len && memcmp(slot->text, s, (size_t)len) == 0)
+        return Py_NewRef(slot->value);
+    PyObject *value = PyUnicode_DecodeUTF8((const char *)s, len, NULL);
+    if (value == NULL)
+        return NULL;
+    Py_XSETREF(slot->value, Py_NewRef(value));
+    slot->len = len;
+    memcpy(slot->text, s, (size_t)len);
+    return value;
+}
+
+#include "_mirror_table.h"
 
 /* ---- the PII prefilter of detectors._candidate_pattern, without its regex calls ----------------
  * Character classes as CPython's re has them for str patterns: \d is Py_UNICODE_ISDECIMAL, \w is
@@ -436,6 +469,18 @@ static void class_names_add(ClassNames *c, PyObject *keys) {
     }
 }
 
+/* Whether one of the class names occurs in the one-byte text h[:n] (a class attribute). */
+static int class_names_scan(const ClassNames *c, const unsigned char *h, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!(c->first[h[i] >> 3] & (1u << (h[i] & 7))))
+            continue;
+        for (int k = 0; k < c->count; k++)
+            if (c->len[k] <= n - i && h[i] == c->text[k][0] && memcmp(h + i, c->text[k], (size_t)c->len[k]) == 0)
+                return 1;
+    }
+    return 0;
+}
+
 /* might_match(block) || might_match(mask) for an element's kept attributes, when c->usable: 1 a
  * class name occurs in its class attribute (or the attribute is no str), 0 none, -1 error, -2 ask
  * might_match (a class attribute of wider characters). */
@@ -449,22 +494,14 @@ static int class_names_in(const ClassNames *c, PyObject *attrs) {
         return 1;
     if (PyUnicode_KIND(cls) != PyUnicode_1BYTE_KIND)
         return -2;
-    const unsigned char *h = PyUnicode_1BYTE_DATA(cls);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(cls);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!(c->first[h[i] >> 3] & (1u << (h[i] & 7))))
-            continue;
-        for (int k = 0; k < c->count; k++)
-            if (c->len[k] <= n - i && h[i] == c->text[k][0] && memcmp(h + i, c->text[k], (size_t)c->len[k]) == 0)
-                return 1;
-    }
-    return 0;
+    return class_names_scan(c, PyUnicode_1BYTE_DATA(cls), PyUnicode_GET_LENGTH(cls));
 }
 
 /* ---- one walk ------------------------------------------------------------------------------ */
 
 typedef struct {
     PyObject *walker, *mirror, *nodes, *leaves, *keep, *name_cache, *attr_selectors;
+    MirrorTable *table; /* the mirror's rows of its last full snapshot, or NULL */
     PyObject *block_keys, *mask_keys; /* SelectorSet.rule_keys, or NULL for no selectors */
     ClassNames classes;                /* both, when they come down to class names */
     /* the context last looked at (contexts change rarely down a tree) */
@@ -575,7 +612,7 @@ static PyObject *mirror_add(Walk *w, PyObject *sid, PyObject *tag, PyObject *att
     int known = PyDict_Contains(w->nodes, sid);
     if (known < 0)
         return NULL;
-    if (known)
+    if (known || table_row(w->table, 0, sid) >= 0)
         return PyObject_CallMethodObjArgs(w->mirror, s_add, sid, tag, attrs, parent, NULL);
     PyObject *kept = NULL, *key, *value;
     Py_ssize_t pos = 0;
@@ -618,7 +655,7 @@ static int mirror_add_leaf(Walk *w, PyObject *sid, PyObject *parent) {
     int known = PyDict_Contains(w->leaves, sid);
     if (known < 0)
         return -1;
-    if (known) {
+    if (known || table_row(w->table, 1, sid) >= 0) {
         PyObject *r = PyObject_CallMethodObjArgs(w->mirror, s_add_leaf, sid, parent, NULL);
         Py_XDECREF(r);
         return r == NULL ? -1 : 0;
@@ -1076,6 +1113,7 @@ static void walk_clear(Walk *w) {
     Py_CLEAR(w->mirror);
     Py_CLEAR(w->nodes);
     Py_CLEAR(w->leaves);
+    Py_CLEAR(w->table);
     Py_CLEAR(w->keep);
     Py_CLEAR(w->name_cache);
     Py_CLEAR(w->attr_selectors);
@@ -1117,6 +1155,13 @@ static int walk_init(Walk *w, PyObject *walker) {
         PyErr_SetString(PyExc_TypeError, "walker's mirror or rules are not what _native_walk expects");
         goto done;
     }
+    PyObject *table = PyObject_GetAttr(w->mirror, s_table);
+    if (table == NULL)
+        goto done;
+    if (Py_IS_TYPE(table, &MirrorTable_Type))
+        w->table = (MirrorTable *)table;
+    else
+        Py_DECREF(table);
     if ((w->block_keys = rule_keys(block)) == NULL && PyErr_Occurred())
         goto done;
     PyObject *sink = PyObject_GetAttr(walker, s_sink);
@@ -1306,6 +1351,11 @@ static PyObject *add_round(PyObject *module, PyObject *const *args, Py_ssize_t n
         }
         if (pid != NULL && PyLong_Check(pid)) {  /* SessionMirror.get */
             parent = PyDict_GetItemWithError(w.nodes, pid);
+            if (parent == NULL && !PyErr_Occurred()) {
+                int32_t r = table_row(w.table, 0, pid);
+                if (r >= 0)
+                    parent = table_node(w.table, r);
+            }
             if (parent == NULL && PyErr_Occurred()) {
                 rc = -1;
                 goto next;
@@ -1505,38 +1555,6 @@ static inline int str_is(const unsigned char *b, const MpValue *v, const char *t
     return v->type == MP_STR && v->len == len && memcmp(b + v->data, text, (size_t)len) == 0;
 }
 
-/* str objects for the short values the mirror keeps (class names above all: a page repeats a few
- * dozen of them on thousands of elements), by their bytes, so that the mirrors share one object
- * per value instead of decoding each. Direct-mapped; a new value takes the slot of the old. */
-#define VALUE_SLOTS 512
-#define VALUE_BYTES 48
-typedef struct {
-    Py_ssize_t len;
-    unsigned char text[VALUE_BYTES];
-    PyObject *value; /* NULL: empty slot */
-} KeptValue;
-static KeptValue kept_values[VALUE_SLOTS];
-
-/* The str of UTF-8 bytes s[:len] (a new reference); NULL with an exception set when they are not. */
-static PyObject *kept_value(const unsigned char *s, Py_ssize_t len) {
-    if (len > VALUE_BYTES)
-        return PyUnicode_DecodeUTF8((const char *)s, len, NULL);
-    uint32_t h = 2166136261u;
-    for (Py_ssize_t i = 0; i < len; i++)
-        h = (h ^ s[i]) * 16777619u;
-    KeptValue *slot = &kept_values[(h ^ (h >> 15)) % VALUE_SLOTS];
-    if (slot->value != NULL && slot->len == len && memcmp(slot->text, s, (size_t)len) == 0)
-        return Py_NewRef(slot->value);
-    PyObject *value = PyUnicode_DecodeUTF8((const char *)s, len, NULL);
-    if (value == NULL)
-        return NULL;
-    Py_XSETREF(slot->value, Py_NewRef(value));
-    slot->len = len;
-    memcpy(slot->text, s, (size_t)len);
-    return value;
-}
-
-
 /* Whether ``keep`` (a mirror's keep set) holds the entry's name; -1 error. */
 static int entry_kept(NameEntry *e, PyObject *keep) {
     if (e->keep_set != keep) {
@@ -1692,11 +1710,16 @@ static void drop_splices(Packed *pk, Py_ssize_t keep) {
 }
 
 /* The node b[start:end] walked by Python (Walker._walk from ROOT via ``delegate``). */
-static int delegate_node(Packed *pk, Py_ssize_t start, Py_ssize_t end, PyObject *parent) {
+static int delegate_node(Packed *pk, Py_ssize_t start, Py_ssize_t end, int32_t parent_row) {
+    PyObject *parent = parent_row < 0 ? Py_None : table_node(pk->w.table, parent_row);
+    if (parent == NULL)
+        return -1;
+    Py_INCREF(parent);
     PyObject *before = PyBytes_FromStringAndSize((const char *)pk->b + start, end - start);
+    PyObject *after = before == NULL ? NULL : PyObject_CallFunctionObjArgs(pk->delegate, before, parent, NULL);
+    Py_DECREF(parent);
     if (before == NULL)
         return -1;
-    PyObject *after = PyObject_CallFunctionObjArgs(pk->delegate, before, parent, NULL);
     int rc = -1;
     if (after != NULL && !PyBytes_Check(after))
         PyErr_SetString(PyExc_TypeError, "walk_packed: delegate must return bytes");
@@ -1786,23 +1809,13 @@ static int splice_remembered(Packed *pk, PyObject *memo, const unsigned char *s,
     return r;
 }
 
-/* flags: the name's entry's; keep: whether the mirror keeps the name. */
-static int packed_attribute(Packed *pk, PyObject **kept, PyObject *name, PyObject *lower, int flags, int keep,
-                            const MpValue *v, Py_ssize_t vstart, Py_ssize_t vend) {
+/* A non-empty value of an attribute whose name is not structural, as the rules would leave it
+ * (flags: the name's entry's): 1 done here (a splice added where it changes), 0 Python must
+ * decide, -1 error. */
+static int packed_attribute(Packed *pk, PyObject *lower, int flags, const MpValue *v, Py_ssize_t vstart,
+                            Py_ssize_t vend) {
     const unsigned char *b = pk->b;
-    int r;
-    if (keep) {  /* SessionMirror.add keeps it */
-        PyObject *value = kept_value(b + v->data, v->len);
-        if (value == NULL || (*kept == NULL && (*kept = PyDict_New()) == NULL)
-            || PyDict_SetItem(*kept, name, value) < 0) {
-            Py_XDECREF(value);
-            return -1;
-        }
-        Py_DECREF(value);
-    }
-    if (flags & NAME_STRUCTURAL || v->len == 0)
-        return 1;
-    r = packed_attribute_verdict(pk, lower, flags, b + v->data, v->len);
+    int r = packed_attribute_verdict(pk, lower, flags, b + v->data, v->len);
     if (r == VERDICT_URL || r == VERDICT_PII)
         return splice_remembered(pk, r == VERDICT_URL ? pk->w.url_memo : pk->w.pii_memo, b + v->data, v->len, vstart,
                                  vend);
@@ -1824,13 +1837,82 @@ typedef struct {
     MpValue id, type, tag, attrs, children, text;
 } NodeFields;
 
-static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth);
+static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth);
 
-/* The element at b[start:end]: 1 walked here (*node_out set), 0 Python must walk it, -1 error. */
-static int packed_element(Packed *pk, const NodeFields *f, PyObject *sid, PyObject *parent, PyObject **node_out) {
+/* Whether the mirror holds ``id`` already (as an element, or as a leaf): in its dicts (nodes the
+ * walk handed to Python) or as a live row. 1, 0, -1 error. */
+static int held(Packed *pk, int leaf, long long id) {
+    PyObject *dict = leaf ? pk->w.leaves : pk->w.nodes;
+    if (PyDict_GET_SIZE(dict)) {
+        PyObject *key = PyLong_FromLongLong(id);
+        int r = key == NULL ? -1 : PyDict_Contains(dict, key);
+        Py_XDECREF(key);
+        if (r != 0)
+            return r;
+    }
+    MirrorTable *t = pk->w.table;
+    int32_t row = index_find(leaf ? &t->leaves : &t->elements, id);
+    return row >= 0 && !t->rows[row].dead;
+}
+
+static inline int name_is(const KeptAttr *a, const char *text, Py_ssize_t len) {
+    return a->name_len == len && memcmp(a->name, text, (size_t)len) == 0;
+}
+
+/* The kept attributes as the dict SessionMirror.add would keep (for might_match; rarely needed). */
+static PyObject *kept_dict(const KeptAttr *kept, int n) {
+    PyObject *d = PyDict_New();
+    for (int i = 0; d != NULL && i < n; i++) {
+        PyObject *name = kept_value(kept[i].name, kept[i].name_len);
+        PyObject *value = name == NULL ? NULL : kept_value(kept[i].value, kept[i].value_len);
+        if (value == NULL || PyDict_SetItem(d, name, value) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(name);
+        Py_XDECREF(value);
+    }
+    return d;
+}
+
+/* Whether the loop above would send this element to Walker._element (ROOT: nothing blocked, no
+ * text masked): a selector might match it, it is a context or form tag, or it is contenteditable.
+ * 1, 0, -1 error. */
+static int element_needs_python(Walk *w, PyObject *tag, int tag_flags, const KeptAttr *kept, int n) {
+    if (tag_flags & (LOWER_CONTEXT_TAG | LOWER_FIELD_TAG))
+        return 1;
+    const KeptAttr *cls = NULL;
+    for (int i = 0; i < n; i++) {
+        if (name_is(&kept[i], "contenteditable", 15))
+            return 1;
+        if (name_is(&kept[i], "class", 5))
+            cls = &kept[i];  /* a name given twice: the last counts */
+    }
+    if (w->classes.usable && (w->classes.count == 0 || cls == NULL))
+        return 0;
+    if (w->classes.usable && is_ascii(cls->value, cls->value_len))
+        return class_names_scan(&w->classes, cls->value, cls->value_len);
+    PyObject *attrs = n ? kept_dict(kept, n) : Py_NewRef(EMPTY_ATTRS);
+    if (attrs == NULL)
+        return -1;
+    int slow = w->classes.usable ? class_names_in(&w->classes, attrs) : -2;
+    if (slow == -2) {
+        slow = might_match(w->block_keys, tag, attrs);
+        if (slow == 0)
+            slow = might_match(w->mask_keys, tag, attrs);
+    }
+    Py_DECREF(attrs);
+    return slow;
+}
+
+/* The attributes SessionMirror.add keeps, at most (an element with more is Python's). */
+#define KEPT_MAX 32
+
+/* The element at b[start:end]: 1 walked here (*row_out set), 0 Python must walk it, -1 error. */
+static int packed_element(Packed *pk, const NodeFields *f, long long id, int32_t parent, int32_t *row_out) {
     Walk *w = &pk->w;
     const unsigned char *b = pk->b;
-    PyObject *tag = s_empty, *kept = NULL, *node = NULL;
+    PyObject *tag = s_empty;
+    KeptAttr kept[KEPT_MAX];
+    int nkept = 0;
     Py_ssize_t splices_before = pk->nsplices;
     int rc = 0, tag_flags = 0;  /* "" is no context or field tag */
     if (f->tag.type == MP_STR) {
@@ -1864,14 +1946,26 @@ static int packed_element(Packed *pk, const NodeFields *f, PyObject *sid, PyObje
             }
             if (v.type != MP_STR)
                 continue;  /* not kept, never masked: neither walk looks at it */
-            /* Held: an allocation below may run a finalizer that lets another thread's walk empty
-             * the name table. */
             int keep = entry_kept(e, w->keep), flags = e->flags;
             if (keep < 0)
                 goto error;
-            PyObject *name = Py_NewRef(e->name), *lower = Py_NewRef(e->lower);
-            int r = packed_attribute(pk, &kept, name, lower, flags, keep, &v, vstart, pos);
-            Py_DECREF(name);
+            if (keep) {  /* SessionMirror.add keeps it, as a str: the bytes must decode */
+                if (nkept == KEPT_MAX)
+                    goto python;
+                if (!is_ascii(b + v.data, v.len)) {
+                    PyObject *value = PyUnicode_DecodeUTF8((const char *)b + v.data, v.len, NULL);
+                    if (value == NULL)
+                        goto error;
+                    Py_DECREF(value);
+                }
+                kept[nkept++] = (KeptAttr){b + k.data, b + v.data, k.len, v.len};
+            }
+            if (flags & NAME_STRUCTURAL || v.len == 0)
+                continue;
+            /* Held: an allocation below may run a finalizer that lets another thread's walk empty
+             * the name table. */
+            PyObject *lower = Py_NewRef(e->lower);
+            int r = packed_attribute(pk, lower, flags, &v, vstart, pos);
             Py_DECREF(lower);
             if (r < 0)
                 goto error;
@@ -1881,34 +1975,15 @@ static int packed_element(Packed *pk, const NodeFields *f, PyObject *sid, PyObje
     } else if (f->attrs.type != MP_BAD) {
         goto python;  /* attributes that are not an object: rare, Python's */
     }
-    PyObject *attrs = kept != NULL ? kept : EMPTY_ATTRS;
-    /* What sends the loop above to Walker._element (ROOT: nothing blocked, no text masked). */
-    int slow = w->classes.usable ? class_names_in(&w->classes, attrs) : -2;
-    if (slow == -2) {
-        slow = might_match(w->block_keys, tag, attrs);
-        if (slow == 0)
-            slow = might_match(w->mask_keys, tag, attrs);
-    }
+    int slow = element_needs_python(w, tag, tag_flags, kept, nkept);
     if (slow == 0)
-        slow = (tag_flags & (LOWER_CONTEXT_TAG | LOWER_FIELD_TAG)) != 0;
-    if (slow == 0)
-        slow = PyDict_Contains(attrs, s_contenteditable);
+        slow = held(pk, 0, id);
     if (slow < 0)
         goto error;
     if (slow)
-        goto python;
-    if ((node = new_node(sid, tag, attrs, parent)) == NULL)
+        goto python;  /* (an id the mirror holds: SessionMirror.add detaches the old node) */
+    if ((*row_out = table_append(w->table, id, parent, tag, kept, nkept)) < 0)
         goto error;
-    /* One lookup for "does the mirror hold the id" and the insertion. */
-    PyObject *held = PyDict_SetDefault(w->nodes, sid, node);
-    if (held == NULL)
-        goto error;
-    if (held != node)
-        goto python;  /* an id the mirror holds: SessionMirror.add detaches the old node */
-    if (link_child(parent, sid) < 0)
-        goto error;
-    *node_out = node;
-    node = NULL;
     rc = 1;
     goto done;
 malformed:
@@ -1921,13 +1996,11 @@ python:
     rc = 0;
 done:
     Py_DECREF(tag);
-    Py_XDECREF(kept);
-    Py_XDECREF(node);
     return rc;
 }
 
 /* One node map starting at b[start] and its subtree, in the walk's pre-order. */
-static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth) {
+static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth) {
     const unsigned char *b = pk->b;
     Walk *w = &pk->w;
     Py_ssize_t pos = start;
@@ -1955,32 +2028,27 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
             *slot = v;  /* a key given twice: the last counts, as in a decoded dict */
     }
     Py_ssize_t end = pos;
-    if (f.id.type == MP_BOOL)
-        return delegate_node(pk, start, end, parent);  /* True is an int to Python */
+    if (f.id.type == MP_BOOL || (f.id.type == MP_INT && f.id.overflow))
+        return delegate_node(pk, start, end, parent);  /* True is an int to Python; no row holds 2**63 */
     if (f.id.type != MP_INT)
         return 0;  /* no usable id: both walks skip the node and its subtree */
+    long long id = f.id.i;
     int kind = OTHER;
     if (f.type.type == MP_INT)
         kind = !f.type.overflow && f.type.i >= 0 && f.type.i <= 5 ? (int)f.type.i : OTHER;
     else if (f.type.type == MP_BOOL || f.type.type == MP_FLOAT)
         return delegate_node(pk, start, end, parent);  /* may equal a node type */
-    PyObject *sid = f.id.overflow ? PyLong_FromUnsignedLongLong(be64(b + f.id.start + 1)) : PyLong_FromLongLong(f.id.i);
-    if (sid == NULL)
-        return -1;
-    PyObject *node = NULL;
-    int rc = -1;
+    int32_t row;
     if (kind == ELEMENT) {
-        int r = packed_element(pk, &f, sid, parent, &node);
-        if (r < 0)
-            goto done;
-        if (r == 0) {
-            rc = delegate_node(pk, start, end, parent);
-            goto done;
-        }
+        int r = packed_element(pk, &f, id, parent, &row);
+        if (r <= 0)
+            return r < 0 ? -1 : delegate_node(pk, start, end, parent);
     } else if (kind == DOCUMENT) {
-        node = PyObject_CallMethodObjArgs(w->mirror, s_add, sid, s_document, Py_None, parent, NULL);
-        if (node == NULL)
-            goto done;
+        int r = held(pk, 0, id);
+        if (r != 0)
+            return r < 0 ? -1 : delegate_node(pk, start, end, parent);  /* SessionMirror.add detaches it */
+        if ((row = table_append(w->table, id, parent, s_document, NULL, 0)) < 0)
+            return -1;
     } else {  /* text, comment, CDATA, doctype and the rest: leaves */
         Py_ssize_t splices_before = pk->nsplices;
         int pii = 0;
@@ -1991,44 +2059,31 @@ static int packed_node(Packed *pk, Py_ssize_t start, PyObject *parent, int depth
                                       f.text.data + f.text.len);
             pii = m < 0 ? -1 : !m;
         }
+        if (pii == 0)
+            pii = held(pk, 1, id);  /* an id the mirror holds: add_leaf unlinks it */
         if (pii < 0)
-            goto done;
+            return -1;
         if (pii) {
-            rc = delegate_node(pk, start, end, parent);
-            goto done;
-        }
-        Py_ssize_t held = PyDict_GET_SIZE(w->leaves);
-        if (PyDict_SetDefault(w->leaves, sid, parent) == NULL)
-            goto done;
-        if (PyDict_GET_SIZE(w->leaves) == held) {  /* an id the mirror holds: add_leaf unlinks it */
             drop_splices(pk, splices_before);
-            rc = delegate_node(pk, start, end, parent);
-        } else {
-            rc = link_child(parent, sid);
+            return delegate_node(pk, start, end, parent);
         }
-        goto done;
+        return table_append(w->table, id, parent, NULL, NULL, 0) < 0 ? -1 : 0;
     }
-    rc = 0;
+    int rc = 0;
     if (f.children.type == MP_ARRAY) {
         Py_ssize_t cpos = f.children.start;
         MpValue a, c;
         if (mp_head(b, pk->n, &cpos, &a) < 0)
-            goto malformed_done;
+            goto malformed;
         for (Py_ssize_t i = 0; i < f.children.len && rc == 0; i++) {  /* a is f.children read again */
             Py_ssize_t at = cpos;
             if (pk_next(pk, &cpos, &c) < 0)
-                goto malformed_done;
+                goto malformed;
             if (c.type == MP_MAP)
-                rc = packed_node(pk, at, node, depth + 1);
+                rc = packed_node(pk, at, row, depth + 1);
         }
     }
-    goto done;
-malformed_done:
-    PyErr_SetString(PyExc_ValueError, "walk_packed: malformed msgpack");
-    rc = -1;
-done:
-    Py_DECREF(sid);
-    Py_XDECREF(node);
+    w->table->rows[row].end = w->table->n;
     return rc;
 malformed:
     PyErr_SetString(PyExc_ValueError, "walk_packed: malformed msgpack");
@@ -2123,8 +2178,12 @@ static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t
         rc = r == NULL ? -1 : 0;
         Py_XDECREF(r);
     }
+    if (rc == 0) {  /* the snapshot's rows, in the mirror before any delegate asks it about them */
+        Py_XSETREF(pk.w.table, table_new());
+        rc = pk.w.table == NULL ? -1 : PyObject_SetAttr(pk.w.mirror, s_table, (PyObject *)pk.w.table);
+    }
     if (rc == 0)
-        rc = packed_node(&pk, pos, Py_None, 0);
+        rc = packed_node(&pk, pos, -1, 0);
     if (rc == 0) {
         PyObject *out = spliced(&pk);
         if (out != NULL) {
@@ -2289,9 +2348,15 @@ PyMODINIT_FUNC PyInit__native_walk(void) {
     INTERN(s_ctx_of, "_ctx_of");
     INTERN(s_add_under, "_add_under");
     INTERN(s_enter, "_enter");
+    INTERN(s_table, "table");
     init_classes();
     for (int k = 0; k <= 5; k++)
         if ((kind_objects[k] = PyLong_FromLong(k)) == NULL)
             return NULL;
-    return PyModule_Create(&module_def);
+    if (PyType_Ready(&MirrorTable_Type) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module != NULL && PyModule_AddObjectRef(module, "MirrorTable", (PyObject *)&MirrorTable_Type) < 0)
+        Py_CLEAR(module);
+    return module;
 }

@@ -75,6 +75,12 @@ class SessionMirror:
         # ever needs their parent, and a dict entry is far lighter than a Node for memory and for
         # the garbage collector, whose pauses grow with the number of objects a server holds.
         self.leaves: dict[int, Node | None] = {}
+        # The last full snapshot's nodes as rows kept in C (``_native_walk.MirrorTable``, filled by
+        # the packed walk), a Node made for a row only when asked for: most of a snapshot's nodes
+        # are never asked about, and a Node each cost as much as reading the snapshot. None when
+        # the snapshot was walked in Python. The dicts above win: an id enters them only after its
+        # row is killed (``add``, ``add_leaf``), so the two never both hold an id.
+        self.table: Any = None
         # "name:pw" / "id:pw" of inputs that were ever passwords: a show-password widget that swaps
         # the element for a new type=text input keeps the name, and the new input stays masked.
         self.password_keys: set[str] = set()
@@ -93,13 +99,15 @@ class SessionMirror:
         """A full snapshot re-describes the whole page; password history survives it."""
         self.nodes.clear()
         self.leaves.clear()
+        self.table = None
         self.forget_memos()
         self.full_snapshots += 1
 
     def memos(self, owner: object) -> tuple[dict[Node, Any], dict[Any, bool]]:
         """The memos for ``owner`` (the compiled rules they were computed under)."""
         # Entries of removed nodes linger until the next reset: bound them by the live tree's size.
-        if owner is not self._memo_owner or len(self.contexts) + len(self.matches) > 4 * len(self.nodes) + 1024:
+        size = len(self.nodes) + (len(self.table) if self.table is not None else 0)
+        if owner is not self._memo_owner or len(self.contexts) + len(self.matches) > 4 * size + 1024:
             self.forget_memos()
             self._memo_owner = owner
         return self.contexts, self.matches
@@ -110,7 +118,27 @@ class SessionMirror:
         self.matches.clear()
 
     def get(self, node_id: object) -> Node | None:
-        return self.nodes.get(node_id) if isinstance(node_id, int) else None
+        if not isinstance(node_id, int):
+            return None
+        node = self.nodes.get(node_id)
+        if node is None and self.table is not None:
+            node = self.table.node(node_id)
+        return node
+
+    def children_of(self, node: Node) -> list[int]:
+        """The ids of ``node``'s mirrored children (elements and leaves), in no particular order."""
+        ids = list(node.children or ())
+        if self.table is not None:
+            ids += self.table.children(node)
+        return ids
+
+    def everything(self) -> tuple[dict[int, Node], dict[int, Node | None]]:
+        """Every mirrored node and leaf, as ``nodes`` and ``leaves`` would hold them without the table
+        (a Node made for every row: for tests and debugging, not for the hot path)."""
+        if self.table is None:
+            return dict(self.nodes), dict(self.leaves)
+        nodes, leaves = self.table.everything()
+        return nodes | self.nodes, leaves | self.leaves
 
     def add(self, node_id: int, tag: str, attrs: dict[str, object] | None, parent: Node | None) -> Node:
         # Runs once per recorded node (tens of thousands per full snapshot): kept lean on purpose.
@@ -122,6 +150,8 @@ class SessionMirror:
         node = Node(node_id, tag, kept, parent)
         nodes = self.nodes
         old = nodes.get(node_id)
+        if old is None and self.table is not None:
+            old = self.table.node(node_id)
         if old is not None:  # rrweb re-adds an id when a node moves
             _unlink(old.parent, node_id)
             self._detach(old)
@@ -136,17 +166,25 @@ class SessionMirror:
         leaves = self.leaves
         if node_id in leaves:  # moved: forget the old place
             _unlink(leaves[node_id], node_id)
+        elif self.table is not None:
+            self.table.remove_leaf(node_id)
         leaves[node_id] = parent
         _link(parent, node_id)
 
     def leaf_parent(self, node_id: object) -> tuple[bool, Node | None]:
         """(whether ``node_id`` is a known leaf, its parent)."""
-        if isinstance(node_id, int) and node_id in self.leaves:
-            return True, self.leaves[node_id]
+        if isinstance(node_id, int):
+            if node_id in self.leaves:
+                return True, self.leaves[node_id]
+            if self.table is not None:
+                return self.table.leaf(node_id)
         return False, None
 
     def remove_leaf(self, node_id: int) -> None:
-        _unlink(self.leaves.pop(node_id, None), node_id)
+        if node_id in self.leaves:
+            _unlink(self.leaves.pop(node_id), node_id)
+        elif self.table is not None:
+            self.table.remove_leaf(node_id)
 
     def set_attribute(self, node: Node, name: str, value: str | None) -> bool:
         """Record an attribute change; False when the mirror does not keep ``name`` (nothing changed)."""
@@ -175,6 +213,8 @@ class SessionMirror:
             del nodes[node.id]
         leaves = self.leaves
         stack = [node]
+        if self.table is not None:  # its rows, and the Nodes made for rows under it
+            stack += self.table.detach(node)
         while stack:
             n = stack.pop()
             for child_id in n.children or ():

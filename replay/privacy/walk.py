@@ -609,7 +609,7 @@ class Walker:
         if not isinstance(removes, list):
             removes = data["removes"] = []
         # Removes apply before adds/texts/attributes in the replayer, so the subtree is gone first.
-        removes.extend({"parentId": node.id, "id": child_id} for child_id in node.children or ())
+        removes.extend({"parentId": node.id, "id": child_id} for child_id in sorted(self.mirror.children_of(node)))
 
     def _input(self, data: dict[str, Any]) -> None:
         text = data.get("text")

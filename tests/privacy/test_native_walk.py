@@ -49,9 +49,11 @@ def _native_loop_restored():
 
 
 def mirror_state(mirror: SessionMirror) -> tuple[Any, ...]:
-    nodes = {i: (n.tag, n.attrs, n.parent.id if n.parent else None, n.children, n.flags)
-             for i, n in mirror.nodes.items()}
-    leaves = {i: p.id if p is not None else None for i, p in mirror.leaves.items()}
+    """What a mirror holds, whether as Nodes or as a packed walk's rows (every row made a Node)."""
+    every_node, every_leaf = mirror.everything()
+    nodes = {i: (n.tag, n.attrs, n.parent.id if n.parent else None, frozenset(mirror.children_of(n)), n.flags)
+             for i, n in every_node.items()}
+    leaves = {i: p.id if p is not None else None for i, p in every_leaf.items()}
     return nodes, leaves, mirror.password_keys, mirror.full_snapshots
 
 

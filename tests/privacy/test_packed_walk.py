@@ -84,8 +84,11 @@ def test_most_of_a_real_page_is_walked_without_python():
     events = load_recording(RECORDINGS[0])
     snapshot = next(e for e in events if e["type"] == 2)
     _, delegated, mirror = walked(POLICIES["default"], snapshot)
-    nodes = len(mirror.nodes) + len(mirror.leaves)
+    every_node, every_leaf = mirror.everything()
+    nodes = len(every_node) + len(every_leaf)
     assert 0 < delegated < nodes / 10, (delegated, nodes)
+    # and what the C walk mirrored is rows, not Nodes: Nodes are made for the few asked about
+    assert len(mirror.table) > nodes * 0.9 and len(mirror.nodes) + len(mirror.leaves) < nodes / 10
 
 
 def test_an_attribute_masked_by_name_is_masked_without_python():
@@ -96,8 +99,8 @@ def test_an_attribute_masked_by_name_is_masked_without_python():
     assert delegated == 0
     node = msgspec.msgpack.decode(out)["data"]["node"]["childNodes"][0]
     assert node["attributes"] == {"title": "******  *****", "class": "x"}
-    assert mirror.nodes[2].tag == "div" and mirror.nodes[2].attrs == {"class": "x"}
-    assert mirror.leaves[3] is mirror.nodes[2]
+    assert mirror.get(2).tag == "div" and mirror.get(2).attrs == {"class": "x"}
+    assert mirror.leaf_parent(3) == (True, mirror.get(2))
 
 
 def test_links_and_texts_the_enforcer_remembers_are_masked_without_python():
@@ -314,3 +317,106 @@ def test_many_kept_values_of_one_length_are_mirrored_as_written():
     assert got == ordinary(POLICIES["default"], events)
     nodes = got[2][0]
     assert all(nodes[10 + i][1]["class"] == f"c{i:05d}" for i in range(3000))
+
+
+# -- mutations after a packed snapshot (its mirror is rows in C, Nodes made when asked for) ---------
+
+_ids = st.integers(1, 40)
+_small_pages = st.recursive(_element(st.just([])), lambda kids: _element(st.lists(kids, max_size=3)), max_leaves=6)
+_class_values = st.sampled_from(["rr-block", "rr-mask", "x rr-block", "plain", "ph-no-capture", ""])
+_mutation = st.fixed_dictionaries({
+    "source": st.just(0),
+    "removes": st.lists(st.fixed_dictionaries({"parentId": _ids, "id": _ids}), max_size=4),
+    "adds": st.lists(st.fixed_dictionaries({"parentId": _ids, "nextId": st.none(), "node": _small_pages}), max_size=3),
+    "texts": st.lists(st.fixed_dictionaries({"id": _ids, "value": st.sampled_from(["jane@example.com", "words"])}),
+                      max_size=2),
+    "attributes": st.lists(st.fixed_dictionaries({"id": _ids, "attributes": st.dictionaries(
+        st.sampled_from(["class", "type", "contenteditable", "data-private", "value", "title"]),
+        st.one_of(st.none(), _class_values, st.just("password")), max_size=2)}), max_size=3),
+})
+_events_after = st.lists(st.one_of(
+    _mutation.map(lambda data: {"type": 3, "timestamp": 3, "data": data}),
+    st.builds(lambda i: {"type": 3, "timestamp": 4, "data": {"source": 5, "id": i, "text": "Zq8secret",
+                                                             "isChecked": False}}, _ids),
+), min_size=1, max_size=6)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=_pages, after=_events_after, policy=st.sampled_from(sorted(POLICIES)), batch=st.integers(1, 3))
+def test_mutations_after_a_packed_snapshot_are_masked_alike(tree, after, policy, batch):
+    """Removes, moves, re-added ids, adds under any node, texts and attribute changes (a class that
+    blocks among them) after a full snapshot: the packed path's mirror (rows, Nodes made on demand,
+    subtrees killed as row ranges) answers as the ordinary path's Nodes do, batch after batch."""
+    events = [{"type": 2, "timestamp": 2, "data": {"node": tree}}, *after]
+    assert _batched(packed, POLICIES[policy], events, batch) == _batched(ordinary, POLICIES[policy], events, batch)
+
+
+def _batched(run, policy, events, batch):
+    try:
+        return run(policy, events, batch=batch)
+    except Exception as e:  # both paths must fail alike
+        return ("raised", type(e).__name__)
+
+
+def test_a_subtree_removed_from_a_packed_snapshot_leaves_what_moved_out_of_it():
+    """Row ranges: removing an element forgets the rows under it, but not a node that moved out
+    of it before, nor what was added under it since; a leaf re-added elsewhere is no row's."""
+    def el(i, kids=(), cls="c"):
+        return {"type": 2, "id": i, "tagName": "div", "attributes": {"class": cls}, "childNodes": list(kids)}
+
+    def text(i):
+        return {"type": 3, "id": i, "textContent": "words"}
+
+    tree = {"type": 0, "id": 1, "childNodes": [el(2, [el(3, [el(4, [text(5)]), text(6)]), el(7)]), el(8)]}
+    mutations = [
+        {"adds": [{"parentId": 8, "node": el(4, [text(5)])}]},  # 4 moves out of 3 (rrweb re-adds it)
+        {"adds": [{"parentId": 3, "node": el(9, [text(10)])}], "texts": [{"id": 6, "value": "x"}]},
+        {"removes": [{"parentId": 1, "id": 2}]},  # 2, 3, 6, 7 and the added 9, 10 go; 4 and 5 stay
+        {"texts": [{"id": 5, "value": "jane@example.com"}, {"id": 6, "value": "jane@example.com"}],
+         "attributes": [{"id": 8, "attributes": {"class": "rr-block"}}]},  # 8 blocked: its children removed
+    ]
+    events = [{"type": 2, "timestamp": 1, "data": {"node": tree}}]
+    events += [{"type": 3, "timestamp": 2 + i, "data": {"source": 0, "removes": [], "adds": [], "texts": [],
+                                                        "attributes": []} | m} for i, m in enumerate(mutations)]
+    policy = POLICIES["default"]
+    got = packed(policy, events, batch=1)
+    assert got == ordinary(policy, events, batch=1)
+    nodes, leaves = got[2][0], got[2][1]
+    assert sorted(nodes) == [1, 4, 8] and sorted(leaves) == [5]
+    assert nodes[4][2] == 8 and nodes[8][3] == frozenset({4})
+    last = msgspec.msgpack.decode(got[0][-1])["data"]
+    assert last["removes"] == [{"parentId": 8, "id": 4}]  # what the now-blocked element showed
+    assert [t["id"] for t in last["texts"]] == [5, 6] and "jane" not in str(last["texts"])
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_what_a_snapshot_re_added_inside_a_subtree_outlives_the_subtree(policy):
+    """An id given again inside its own subtree detaches the first node mid-walk: what the walk adds
+    under the detached node afterwards stays mirrored, and removing the document later does not
+    reach it (SessionMirror._detach follows only children still linked to their parent)."""
+    def el(i, kids=()):
+        return {"type": 2, "id": i, "tagName": "div", "attributes": {"class": "c"}, "childNodes": list(kids)}
+
+    tree = {"type": 0, "id": 1, "childNodes": [
+        el(2, [el(3, [el(2), {"type": 3, "id": 4, "textContent": "words"}, el(5)])]), el(6)]}
+    removes = [{"parentId": 0, "id": 1}]
+    events = [{"type": 2, "timestamp": 1, "data": {"node": tree}},
+              {"type": 3, "timestamp": 2, "data": {"source": 0, "removes": removes, "adds": [], "texts": [],
+                                                   "attributes": []}}]
+    got = packed(POLICIES[policy], events, batch=1)
+    assert got == ordinary(POLICIES[policy], events, batch=1)
+    assert sorted(got[2][0]) == [2, 5] and sorted(got[2][1]) == [4]
+
+
+def test_a_removed_text_of_a_packed_snapshot_is_unknown_afterwards():
+    tree = {"type": 0, "id": 1, "childNodes": [{"type": 2, "id": 2, "tagName": "p", "attributes": {},
+                                                "childNodes": [{"type": 3, "id": 3, "textContent": "words"}]}]}
+    change = {"source": 0, "removes": [], "adds": [], "attributes": [], "texts": [{"id": 3, "value": "plain words"}]}
+    events = [{"type": 2, "timestamp": 1, "data": {"node": tree}},
+              {"type": 3, "timestamp": 2, "data": change},
+              {"type": 3, "timestamp": 3, "data": change | {"removes": [{"parentId": 2, "id": 3}]}}]
+    policy = POLICIES["default"]
+    got = packed(policy, events, batch=1)
+    assert got == ordinary(policy, events, batch=1)
+    texts = [msgspec.msgpack.decode(e)["data"]["texts"][0]["value"] for e in got[0][1:]]
+    assert texts[0] == "plain words" and texts[1] != "plain words"  # known, then of unknown ancestry: masked
