@@ -27,8 +27,12 @@ typedef struct {
 
 typedef struct {
     long long id;
-    int32_t row;  /* -1: empty slot */
+    int32_t row;  /* a row, ID_EMPTY, or ID_CLAIMED */
 } IdSlot;
+/* ID_CLAIMED: the mirror's dicts took the id since (SessionMirror.add, add_leaf, or the C walk of
+ * decoded nodes), so a walk meeting it again hands the node to Python. A claim may outlive the
+ * dict entry: that only sends a node to Python, which is never wrong. */
+enum { ID_EMPTY = -1, ID_CLAIMED = -2 };
 
 typedef struct {
     IdSlot *slots;
@@ -63,13 +67,13 @@ static MirrorTable *table_new(void) {
 
 static inline uint64_t id_hash(long long id) { return (uint64_t)id * 0x9E3779B97F4A7C15ull; }
 
-/* The last row given ``id`` in the index, or -1. */
+/* The last row given ``id`` in the index, ID_CLAIMED, or ID_EMPTY. */
 static int32_t index_find(const IdIndex *x, long long id) {
     if (x->slots == NULL)
-        return -1;
+        return ID_EMPTY;
     for (Py_ssize_t i = (Py_ssize_t)(id_hash(id) >> 32) & x->mask;; i = (i + 1) & x->mask) {
-        if (x->slots[i].row < 0)
-            return -1;
+        if (x->slots[i].row == ID_EMPTY)
+            return ID_EMPTY;
         if (x->slots[i].id == id)
             return x->slots[i].row;
     }
@@ -84,16 +88,16 @@ static int index_put(IdIndex *x, long long id, int32_t row) {
             return -1;
         }
         for (Py_ssize_t i = 0; i < cap; i++)
-            slots[i].row = -1;
+            slots[i].row = ID_EMPTY;
         IdIndex grown = {slots, cap - 1, 0};
         for (Py_ssize_t i = 0; x->slots != NULL && i <= x->mask; i++)
-            if (x->slots[i].row >= 0)
+            if (x->slots[i].row != ID_EMPTY)
                 index_put(&grown, x->slots[i].id, x->slots[i].row);  /* cannot grow again */
         PyMem_Free(x->slots);
         *x = grown;
     }
     for (Py_ssize_t i = (Py_ssize_t)(id_hash(id) >> 32) & x->mask;; i = (i + 1) & x->mask) {
-        if (x->slots[i].row < 0) {
+        if (x->slots[i].row == ID_EMPTY) {
             x->slots[i] = (IdSlot){id, row};
             x->used++;
             return 0;
@@ -105,20 +109,34 @@ static int index_put(IdIndex *x, long long id, int32_t row) {
     }
 }
 
+/* ``id`` (an int object) as a row's id: 1, or 0 when no row can have it. */
+static int row_id(PyObject *id, long long *v) {
+    if (!PyLong_Check(id))
+        return 0;
+    int overflow;
+    *v = PyLong_AsLongLongAndOverflow(id, &overflow);
+    if (*v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return !overflow;
+}
+
 /* The live row of ``id`` (an int object) in the index, or -1 (none, dead, or an id no row can hold). */
 static int32_t table_row(MirrorTable *t, int leaf, PyObject *id) {
-    if (t == NULL || !PyLong_Check(id))
-        return -1;
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(id, &overflow);
-    if (v == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return -1;
-    }
-    if (overflow)
+    long long v;
+    if (t == NULL || !row_id(id, &v))
         return -1;
     int32_t r = index_find(leaf ? &t->leaves : &t->elements, v);
     return r >= 0 && !t->rows[r].dead ? r : -1;
+}
+
+/* The mirror's dicts take ``id`` (see ID_CLAIMED); -1 error. */
+static int table_claim(MirrorTable *t, int leaf, PyObject *id) {
+    long long v;
+    if (t == NULL || !row_id(id, &v))
+        return 0;
+    return index_put(leaf ? &t->leaves : &t->elements, v, ID_CLAIMED);
 }
 
 static int table_reserve_bytes(MirrorTable *t, Py_ssize_t more) {
@@ -324,6 +342,18 @@ static int32_t made_row(MirrorTable *t, PyObject *node) {
     return r >= 0 && t->made[r] == node ? r : -1;
 }
 
+/* SessionMirror.add's question: the Node of the live row of ``id``, its subtree killed, and the
+ * other Nodes made for rows killed; the id is the dicts' from now on. */
+static PyObject *MirrorTable_take(MirrorTable *t, PyObject *id) {
+    int32_t r = table_row(t, 0, id);
+    PyObject *made = PyList_New(0), *node = r < 0 ? Py_None : made == NULL ? NULL : table_node(t, r);
+    PyObject *result = NULL;
+    if (node != NULL && (r < 0 || table_kill(t, r, made) == 0) && table_claim(t, 0, id) == 0)
+        result = PyTuple_Pack(2, node, made);
+    Py_XDECREF(made);
+    return result;
+}
+
 static PyObject *MirrorTable_detach(MirrorTable *t, PyObject *node) {
     PyObject *made = PyList_New(0);
     int32_t r = made == NULL ? -1 : made_row(t, node);
@@ -337,6 +367,16 @@ static PyObject *MirrorTable_remove_leaf(MirrorTable *t, PyObject *id) {
     if (r >= 0)
         t->rows[r].dead = 1;
     return PyBool_FromLong(r >= 0);
+}
+
+/* SessionMirror.add_leaf's: the live leaf row of ``id`` killed, the id the dicts' from now on. */
+static PyObject *MirrorTable_take_leaf(MirrorTable *t, PyObject *id) {
+    int32_t r = table_row(t, 1, id);
+    if (r >= 0)
+        t->rows[r].dead = 1;
+    if (table_claim(t, 1, id) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyObject *MirrorTable_children(MirrorTable *t, PyObject *node) {
@@ -403,7 +443,10 @@ static PyMethodDef MirrorTable_methods[] = {
     {"leaf", (PyCFunction)MirrorTable_leaf, METH_O, "(whether a live leaf row has this id, its parent Node)."},
     {"detach", (PyCFunction)MirrorTable_detach, METH_O,
      "Kill the row of a Node made here and its subtree; the other Nodes made for rows killed."},
+    {"take", (PyCFunction)MirrorTable_take, METH_O,
+     "(the Node of the live row of this id or None, the other Nodes made for its subtree): rows killed, id claimed."},
     {"remove_leaf", (PyCFunction)MirrorTable_remove_leaf, METH_O, "Kill the live leaf row of this id, if any."},
+    {"take_leaf", (PyCFunction)MirrorTable_take_leaf, METH_O, "Kill the live leaf row of this id, and claim the id."},
     {"children", (PyCFunction)MirrorTable_children, METH_O, "The ids of the live rows under a Node made here."},
     {"everything", (PyCFunction)MirrorTable_everything, METH_NOARGS,
      "({id: Node}, {id: parent}) of every live row (Nodes made for all of them)."},

@@ -633,7 +633,7 @@ static PyObject *mirror_add(Walk *w, PyObject *sid, PyObject *tag, PyObject *att
     Py_XDECREF(kept);
     if (node == NULL)
         return NULL;
-    if (PyDict_SetItem(w->nodes, sid, node) < 0 || link_child(parent, sid) < 0)
+    if (PyDict_SetItem(w->nodes, sid, node) < 0 || table_claim(w->table, 0, sid) < 0 || link_child(parent, sid) < 0)
         goto fail_node;
     if (PyUnicode_Compare(tag, s_input) == 0) {
         PyObject *r = PyObject_CallMethodObjArgs(w->mirror, s_note_password, node, Py_None, NULL);
@@ -660,7 +660,7 @@ static int mirror_add_leaf(Walk *w, PyObject *sid, PyObject *parent) {
         Py_XDECREF(r);
         return r == NULL ? -1 : 0;
     }
-    if (PyDict_SetItem(w->leaves, sid, parent) < 0)
+    if (PyDict_SetItem(w->leaves, sid, parent) < 0 || table_claim(w->table, 1, sid) < 0)
         return -1;
     return link_child(parent, sid);
 }
@@ -1839,20 +1839,12 @@ typedef struct {
 
 static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth);
 
-/* Whether the mirror holds ``id`` already (as an element, or as a leaf): in its dicts (nodes the
- * walk handed to Python) or as a live row. 1, 0, -1 error. */
+/* Whether the mirror holds ``id`` already (as an element, or as a leaf): as a live row, or in its
+ * dicts (nodes the walk handed to Python claim their ids). */
 static int held(Packed *pk, int leaf, long long id) {
-    PyObject *dict = leaf ? pk->w.leaves : pk->w.nodes;
-    if (PyDict_GET_SIZE(dict)) {
-        PyObject *key = PyLong_FromLongLong(id);
-        int r = key == NULL ? -1 : PyDict_Contains(dict, key);
-        Py_XDECREF(key);
-        if (r != 0)
-            return r;
-    }
     MirrorTable *t = pk->w.table;
     int32_t row = index_find(leaf ? &t->leaves : &t->elements, id);
-    return row >= 0 && !t->rows[row].dead;
+    return row == ID_CLAIMED || (row >= 0 && !t->rows[row].dead);
 }
 
 static inline int name_is(const KeptAttr *a, const char *text, Py_ssize_t len) {

@@ -150,11 +150,13 @@ class SessionMirror:
         node = Node(node_id, tag, kept, parent)
         nodes = self.nodes
         old = nodes.get(node_id)
-        if old is None and self.table is not None:
-            old = self.table.node(node_id)
         if old is not None:  # rrweb re-adds an id when a node moves
             _unlink(old.parent, node_id)
             self._detach(old)
+        elif self.table is not None:  # the id becomes the dicts' (a row, if any, is killed)
+            old, made = self.table.take(node_id)
+            if old is not None:
+                self._detach(old, made)
         nodes[node_id] = node
         _link(parent, node_id)
         if tag == "input":
@@ -167,7 +169,7 @@ class SessionMirror:
         if node_id in leaves:  # moved: forget the old place
             _unlink(leaves[node_id], node_id)
         elif self.table is not None:
-            self.table.remove_leaf(node_id)
+            self.table.take_leaf(node_id)
         leaves[node_id] = parent
         _link(parent, node_id)
 
@@ -207,14 +209,18 @@ class SessionMirror:
             _unlink(node.parent, node.id)
         self._detach(node)
 
-    def _detach(self, node: Node) -> None:
+    def _detach(self, node: Node, made: list[Node] | None = None) -> None:
+        """Forget ``node``'s subtree (``made``: the Nodes made for the rows under it, when its
+        rows were killed already)."""
         nodes = self.nodes
         if nodes.get(node.id) is node:
             del nodes[node.id]
         leaves = self.leaves
         stack = [node]
-        if self.table is not None:  # its rows, and the Nodes made for rows under it
-            stack += self.table.detach(node)
+        if made is None and self.table is not None:  # its rows, and the Nodes made for rows under it
+            made = self.table.detach(node)
+        if made:
+            stack += made
         while stack:
             n = stack.pop()
             for child_id in n.children or ():

@@ -306,6 +306,23 @@ def test_ids_given_twice_in_a_snapshot_are_mirrored_alike(policy):
     assert packed(POLICIES[policy], events) == ordinary(POLICIES[policy], events)
 
 
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("again", ["leaf", "element", "thrice"])
+def test_ids_python_mirrored_are_met_again_by_the_c_walk_alike(policy, again):
+    """The C walk hands a form field to Python, which mirrors its subtree; an id of it given again
+    later must reach Python too (the dicts claim their ids in the table), as must an id given a
+    third time after Python took it from a row."""
+    def el(i, kids=(), tag="div"):
+        return {"type": 2, "id": i, "tagName": tag, "attributes": {"class": "c"}, "childNodes": list(kids)}
+
+    field = el(12, [el(14, [{"type": 3, "id": 13, "textContent": "words"}], tag="option")], tag="select")
+    later = {"leaf": [el(15, [{"type": 3, "id": 13, "textContent": "words"}])],
+             "element": [el(15, [el(14)])],
+             "thrice": [el(16), el(16, tag="input"), el(16, [el(18)])]}[again]
+    events = [{"type": 2, "timestamp": 1, "data": {"node": {"type": 0, "id": 1, "childNodes": [field, *later]}}}]
+    assert packed(POLICIES[policy], events) == ordinary(POLICIES[policy], events)
+
+
 def test_many_kept_values_of_one_length_are_mirrored_as_written():
     """The C walk shares one str per short kept value through a small table keyed by the value's
     bytes: thousands of distinct classes of one length must each reach the mirror as written."""
