@@ -51,17 +51,23 @@ typedef struct {
 
 static PyTypeObject MirrorTable_Type;
 
-/* An empty table (made by walk_packed only: Python code never makes one). */
-static MirrorTable *table_new(void) {
+/* An empty table for about ``rows`` rows (made by walk_packed only: Python code never makes one). */
+static MirrorTable *table_new(Py_ssize_t rows) {
     MirrorTable *t = PyObject_New(MirrorTable, &MirrorTable_Type);
     if (t == NULL)
         return NULL;
-    t->rows = NULL;
-    t->n = t->cap = 0;
+    t->n = 0;
+    t->cap = rows < 1024 ? 1024 : rows > (1 << 24) ? (1 << 24) : (int32_t)rows;
+    t->rows = PyMem_Malloc((size_t)t->cap * sizeof(Row));
     t->made = NULL;
     t->bytes = NULL;
     t->nbytes = t->capbytes = 0;
     t->elements = t->leaves = (IdIndex){NULL, -1, 0};
+    if (t->rows == NULL) {
+        t->cap = 0;
+        Py_DECREF(t);
+        return (MirrorTable *)PyErr_NoMemory();
+    }
     return t;
 }
 
@@ -79,9 +85,12 @@ static int32_t index_find(const IdIndex *x, long long id) {
     }
 }
 
-static int index_put(IdIndex *x, long long id, int32_t row) {
+/* Puts ``id`` -> ``row``; ``expect``: ids the index should have room for when it first makes room. */
+static int index_put_sized(IdIndex *x, long long id, int32_t row, Py_ssize_t expect) {
     if (2 * (x->used + 1) > x->mask + 1) {
         Py_ssize_t cap = x->slots == NULL ? 1024 : 2 * (x->mask + 1);
+        while (cap < 2 * expect && cap < (1 << 26))
+            cap *= 2;
         IdSlot *slots = PyMem_Malloc((size_t)cap * sizeof(IdSlot));
         if (slots == NULL) {
             PyErr_NoMemory();
@@ -92,7 +101,7 @@ static int index_put(IdIndex *x, long long id, int32_t row) {
         IdIndex grown = {slots, cap - 1, 0};
         for (Py_ssize_t i = 0; x->slots != NULL && i <= x->mask; i++)
             if (x->slots[i].row != ID_EMPTY)
-                index_put(&grown, x->slots[i].id, x->slots[i].row);  /* cannot grow again */
+                index_put_sized(&grown, x->slots[i].id, x->slots[i].row, 0);  /* cannot grow again */
         PyMem_Free(x->slots);
         *x = grown;
     }
@@ -121,6 +130,8 @@ static int row_id(PyObject *id, long long *v) {
     }
     return !overflow;
 }
+
+static inline int index_put(IdIndex *x, long long id, int32_t row) { return index_put_sized(x, id, row, 0); }
 
 /* The live row of ``id`` (an int object) in the index, or -1 (none, dead, or an id no row can hold). */
 static int32_t table_row(MirrorTable *t, int leaf, PyObject *id) {
@@ -212,7 +223,7 @@ static int32_t table_append(MirrorTable *t, long long id, int32_t parent, PyObje
         t->nbytes = p - t->bytes;
     }
     int32_t r = t->n;
-    if (index_put(tag != NULL ? &t->elements : &t->leaves, id, r) < 0)
+    if (index_put_sized(tag != NULL ? &t->elements : &t->leaves, id, r, t->cap / 2) < 0)
         return -1;
     t->rows[r] = (Row){id, parent, tag != NULL ? ROW_OPEN : r + 1, attrs, Py_XNewRef(tag), 0};
     t->n++;

@@ -2171,7 +2171,9 @@ static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t
         Py_XDECREF(r);
     }
     if (rc == 0) {  /* the snapshot's rows, in the mirror before any delegate asks it about them */
-        Py_XSETREF(pk.w.table, table_new());
+        /* as many rows as the window's last snapshot had (pages keep their size), else a guess */
+        Py_ssize_t rows = pk.w.table != NULL ? pk.w.table->n : pk.n / 128;
+        Py_XSETREF(pk.w.table, table_new(rows));
         rc = pk.w.table == NULL ? -1 : PyObject_SetAttr(pk.w.mirror, s_table, (PyObject *)pk.w.table);
     }
     if (rc == 0)
