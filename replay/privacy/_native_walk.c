@@ -77,7 +77,7 @@ static PyObject *s_id, *s_type, *s_tagName, *s_attributes, *s_textContent, *s_ch
     *s_class, *s_attrs, *s_contenteditable, *s_value, *s_input, *s_unknown, *s_skip, *s_empty, *s_document,
     *s_lower, *s_add, *s_add_leaf, *s_note_password, *s_element, *s_leaf_text, *s_attribute,
     *s_mirror, *s_rules, *s_block, *s_mask, *s_nodes, *s_leaves, *s_keep, *s_name_cache,
-    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text, *s_memoized_by_value, *s_scrubbed_urls, *s_pii_masked, *s_memo, *s_parentId, *s_node, *s_ctx_of, *s_add_under, *s_enter, *s_table;
+    *s_attr_selectors, *s_rule_keys, *s_blocked, *s_mask_text, *s_kind, *s_sink, *s_mask_is_mask_text, *s_memoized_by_value, *s_scrubbed_urls, *s_pii_masked, *s_memo, *s_parentId, *s_node, *s_ctx_of, *s_add_under, *s_enter, *s_table, *s_parent;
 
 /* str objects for the short values the mirror keeps (class names above all: a page repeats a few
  * dozen of them on thousands of elements), by their bytes, so that the mirrors share one object
@@ -1339,11 +1339,15 @@ static PyObject *add_round(PyObject *module, PyObject *const *args, Py_ssize_t n
     for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(pending); i++) {
         PyObject *item = Py_NewRef(PyList_GET_ITEM(pending, i));
         PyObject *parent = NULL, *ctx = NULL, *node = NULL;
-        if (!PyDict_Check(item)) {
-            PyErr_SetString(PyExc_TypeError, "add_round: pending adds must be dicts");
-            rc = -1;
+        if (!PyDict_Check(item))
+            goto next;  /* no add: dropped */
+        node = PyDict_GetItemWithError(item, s_node);
+        if (node == NULL || !PyDict_Check(node)) {
+            rc = node == NULL && PyErr_Occurred() ? -1 : 0;
+            node = NULL;
             goto next;
         }
+        Py_INCREF(node);
         PyObject *pid = PyDict_GetItemWithError(item, s_parentId);
         if (pid == NULL && PyErr_Occurred()) {
             rc = -1;
@@ -1375,24 +1379,18 @@ static PyObject *add_round(PyObject *module, PyObject *const *args, Py_ssize_t n
         }
         if ((rc = read_ctx(&w, ctx)) < 0)
             goto next;
-        node = PyDict_GetItemWithError(item, s_node);
-        if (w.ctx_blocked || node == NULL || !PyDict_Check(node)) {
-            if (node == NULL && PyErr_Occurred()) {
-                rc = -1;
-                goto next;
-            }
+        if (w.ctx_blocked) {
             PyObject *r = PyObject_CallMethodObjArgs(walker, s_add_under, item, parent, ctx, kept, NULL);
             rc = r == NULL ? -1 : 0;
             Py_XDECREF(r);
             goto next;
         }
-        Py_INCREF(node);
         rc = walk_tree(&w, &stack, node, parent, ctx);
-        Py_DECREF(node);
         if (rc == 0)
             rc = PyList_Append(kept, item);
     next:
         Py_DECREF(item);
+        Py_XDECREF(node);
         Py_XDECREF(parent);
         Py_XDECREF(ctx);
     }
@@ -2214,6 +2212,72 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* A Node's slot (a new reference): read in place when the slots were found, else by name. */
+static PyObject *node_attr(PyObject *node, int slot, PyObject *name) {
+    PyObject **at = node_slot(node, slot);
+    return at != NULL && *at != NULL ? Py_NewRef(*at) : PyObject_GetAttr(node, name);
+}
+
+/* SessionMirror._detach's loop: forget from ``nodes`` and ``leaves`` what hangs under the Nodes of
+ * ``stack`` (a list, emptied) and is still linked there (a child re-added elsewhere since is not). */
+static PyObject *forget_subtrees(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "forget_subtrees(nodes: dict, leaves: dict, stack: list)");
+        return NULL;
+    }
+    PyObject *nodes = args[0], *leaves = args[1], *stack = args[2];
+    while (PyList_GET_SIZE(stack) > 0) {
+        Py_ssize_t last = PyList_GET_SIZE(stack) - 1;
+        PyObject *n = Py_NewRef(PyList_GET_ITEM(stack, last));
+        if (PyList_SetSlice(stack, last, last + 1, NULL) < 0) {
+            Py_DECREF(n);
+            return NULL;
+        }
+        PyObject *children = node_attr(n, SLOT_CHILDREN, s_children);
+        int rc = children == NULL ? -1 : 0;
+        if (rc == 0 && children != Py_None && !PyDict_Check(children)) {
+            PyErr_SetString(PyExc_TypeError, "Node.children must be a dict or None");
+            rc = -1;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *child_id, *unused;
+        while (rc == 0 && children != Py_None && PyDict_Next(children, &pos, &child_id, &unused)) {
+            PyObject *child = PyDict_GetItemWithError(nodes, child_id);
+            if (child != NULL) {
+                Py_INCREF(child);
+                PyObject *parent = node_attr(child, SLOT_PARENT, s_parent), *grandchildren = NULL;
+                if (parent == NULL)
+                    rc = -1;
+                else if (parent == n) {  /* not an id since re-added elsewhere */
+                    rc = PyDict_DelItem(nodes, child_id);
+                    if (rc == 0 && (grandchildren = node_attr(child, SLOT_CHILDREN, s_children)) == NULL)
+                        rc = -1;
+                    int more = rc < 0 ? 0 : PyObject_IsTrue(grandchildren);
+                    if (more < 0 || (more && PyList_Append(stack, child) < 0))
+                        rc = -1;
+                }
+                Py_XDECREF(parent);
+                Py_XDECREF(grandchildren);
+                Py_DECREF(child);
+            } else if (PyErr_Occurred()) {
+                rc = -1;
+            }
+            if (rc == 0) {  /* both: a client may give one id to an element and to a text node */
+                PyObject *leaf_parent = PyDict_GetItemWithError(leaves, child_id);
+                if (leaf_parent == n)
+                    rc = PyDict_DelItem(leaves, child_id);
+                else if (leaf_parent == NULL && PyErr_Occurred())
+                    rc = -1;
+            }
+        }
+        Py_XDECREF(children);
+        Py_DECREF(n);
+        if (rc < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *fills_node_slots(PyObject *module, PyObject *unused) { return PyBool_FromLong(slot_offsets[0] != 0); }
 
 static PyObject *set_token_prefixes(PyObject *module, PyObject *prefixes) {
@@ -2279,6 +2343,8 @@ static PyMethodDef methods[] = {
      "Walker._add_round(pending, kept) for walker: returns the adds whose parent is not mirrored."},
     {"walk_packed", (PyCFunction)(void (*)(void))walk_packed, METH_FASTCALL,
      "walk_packed(walker, event, delegate) -> (event, nodes delegated): Walker.event for a packed full snapshot."},
+    {"forget_subtrees", (PyCFunction)(void (*)(void))forget_subtrees, METH_FASTCALL,
+     "forget_subtrees(nodes, leaves, stack): SessionMirror._detach's loop."},
     {"configure", configure, METH_VARARGS, "configure(Node, EMPTY, STRUCTURAL, URL_ATTRIBUTES, CONTEXT_TAGS, FIELD_TAGS)"},
     {"set_token_prefixes", set_token_prefixes, METH_O, "set_token_prefixes(detectors._TOKEN_PREFIXES)"},
     {"fills_node_slots", fills_node_slots, METH_NOARGS, "Whether Nodes are made without calling Node.__init__."},
@@ -2343,6 +2409,7 @@ PyMODINIT_FUNC PyInit__native_walk(void) {
     INTERN(s_add_under, "_add_under");
     INTERN(s_enter, "_enter");
     INTERN(s_table, "table");
+    INTERN(s_parent, "parent");
     init_classes();
     for (int k = 0; k <= 5; k++)
         if ((kind_objects[k] = PyLong_FromLong(k)) == NULL)

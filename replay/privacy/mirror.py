@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 # Attributes every mirror keeps: what selectors most often test, and what identifies a form field.
@@ -26,6 +26,16 @@ _EMPTY: dict[str, str] = {}
 
 PASSWORD = 1  # this element is or ever was a password input: its values stay masked for good
 BLOCKED = 2  # this element matched a block selector: it and its subtree are not recorded
+
+# SessionMirror._detach's loop in C (``_native_walk.forget_subtrees``), set by walk.py with the rest
+# of the C walk (``use_native_walk``): a removed subtree is every node under it, and pages replace
+# whole sections of their content at a time.
+_forget_subtrees: Callable[[dict[int, Node], dict[int, Node | None], list[Node]], None] | None = None
+
+
+def use_native_forget(forget: Callable[[dict[int, Node], dict[int, Node | None], list[Node]], None] | None) -> None:
+    global _forget_subtrees
+    _forget_subtrees = forget
 
 
 class Node:
@@ -221,16 +231,19 @@ class SessionMirror:
             made = self.table.detach(node)
         if made:
             stack += made
+        if _forget_subtrees is not None:
+            _forget_subtrees(nodes, leaves, stack)
+            return
         while stack:
             n = stack.pop()
             for child_id in n.children or ():
                 child = nodes.get(child_id)
-                if child is not None:
-                    if child.parent is n:  # not an id since re-added elsewhere
-                        del nodes[child_id]
-                        if child.children:
-                            stack.append(child)
-                elif leaves.get(child_id) is n:
+                if child is not None and child.parent is n:  # not an id since re-added elsewhere
+                    del nodes[child_id]
+                    if child.children:
+                        stack.append(child)
+                # both: a client may give one id to an element and to a text node
+                if leaves.get(child_id) is n:
                     del leaves[child_id]
 
     def _note_password(self, node: Node, old_type: str | None) -> None:

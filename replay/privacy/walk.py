@@ -63,6 +63,7 @@ if _native_walk is not None:
 native_walk = _native_walk.walk if _native_walk is not None else None
 native_add_round = _native_walk.add_round if _native_walk is not None else None
 native_walk_packed = _native_walk.walk_packed if _native_walk is not None else None
+_mirror.use_native_forget(_native_walk.forget_subtrees if _native_walk is not None else None)
 
 
 def use_native_walk(enabled: bool) -> bool:
@@ -71,6 +72,7 @@ def use_native_walk(enabled: bool) -> bool:
     native_walk = _native_walk.walk if enabled and _native_walk is not None else None
     native_add_round = _native_walk.add_round if native_walk is not None else None
     native_walk_packed = _native_walk.walk_packed if native_walk is not None else None
+    _mirror.use_native_forget(_native_walk.forget_subtrees if native_walk is not None else None)
     _detectors.use_native_prefilter(native_walk is not None)
     return native_walk is not None
 
@@ -498,7 +500,7 @@ class Walker:
 
     def _adds(self, data: dict[str, Any], adds: list[Any]) -> None:
         kept: list[Any] = []
-        pending = [a for a in adds if isinstance(a, dict) and isinstance(a.get("node"), dict)]
+        pending = adds  # a round drops what is no add (not an object with a node object)
         while pending:
             if native_add_round is not None:
                 deferred = native_add_round(self, pending, kept)
@@ -515,9 +517,12 @@ class Walker:
             data["adds"] = sorted(kept, key=lambda a: order[id(a)])
 
     def _add_round(self, pending: list[dict[str, Any]], kept: list[Any]) -> list[dict[str, Any]]:
-        """The adds whose parent is mirrored, in order (into ``kept``); returns the others."""
+        """The adds whose parent is mirrored, in order (into ``kept``); returns the others (what is
+        no add at all goes in neither)."""
         deferred = []
         for item in pending:
+            if not isinstance(item, dict) or not isinstance(item.get("node"), dict):
+                continue
             parent = self.mirror.get(item.get("parentId"))
             if parent is None:
                 deferred.append(item)

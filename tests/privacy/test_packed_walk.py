@@ -304,6 +304,13 @@ def test_ids_given_twice_in_a_snapshot_are_mirrored_alike(policy):
     ]}
     events = [{"type": 2, "timestamp": 1, "data": {"node": tree}}]
     assert packed(POLICIES[policy], events) == ordinary(POLICIES[policy], events)
+    # Removing a parent forgets only what is still its own: element 9 is not leaf 9 of element 10.
+    removes = [{"parentId": 1, "id": 10}, {"parentId": 1, "id": 8}, {"parentId": 1, "id": 6}]
+    events.append({"type": 3, "timestamp": 2, "data": {"source": 0, "removes": removes, "adds": [], "texts": [],
+                                                       "attributes": []}})
+    got = packed(POLICIES[policy], events, batch=1)
+    assert got == ordinary(POLICIES[policy], events, batch=1)
+    assert 9 in got[2][0] and 9 not in got[2][1]
 
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
