@@ -1866,8 +1866,8 @@ static PyObject *kept_dict(const KeptAttr *kept, int n) {
 /* Whether the loop above would send this element to Walker._element (ROOT: nothing blocked, no
  * text masked): a selector might match it, it is a context or form tag, or it is contenteditable.
  * 1, 0, -1 error. */
-static int element_needs_python(Walk *w, PyObject *tag, int tag_flags, const KeptAttr *kept, int n) {
-    if (tag_flags & (LOWER_CONTEXT_TAG | LOWER_FIELD_TAG))
+static int element_needs_python(Walk *w, PyObject *tag, int tag_flags, int skip_ok, const KeptAttr *kept, int n) {
+    if (tag_flags & LOWER_FIELD_TAG || (tag_flags & LOWER_CONTEXT_TAG && !skip_ok))
         return 1;
     const KeptAttr *cls = NULL;
     for (int i = 0; i < n; i++) {
@@ -1896,7 +1896,58 @@ static int element_needs_python(Walk *w, PyObject *tag, int tag_flags, const Kep
 /* The attributes SessionMirror.add keeps, at most (an element with more is Python's). */
 #define KEPT_MAX 32
 
-/* The element at b[start:end]: 1 walked here (*row_out set), 0 Python must walk it, -1 error. */
+/* The id of the text node whose map starts at b[*pos] (*pos moved past it): 1, or 0 when it is no
+ * text node with an int id a row can hold, -1 malformed. */
+static int text_child(Packed *pk, Py_ssize_t *pos, long long *id) {
+    const unsigned char *b = pk->b;
+    MpValue m, k, v, type = {MP_BAD}, ident = {MP_BAD};
+    if (mp_head(b, pk->n, pos, &m) < 0)
+        return -1;
+    if (m.type != MP_MAP)
+        return 0;
+    for (Py_ssize_t i = 0; i < m.len; i++) {
+        if (mp_head(b, pk->n, pos, &k) < 0 || pk_next(pk, pos, &v) < 0)
+            return -1;
+        if (str_is(b, &k, "type", 4))
+            type = v;  /* the last counts */
+        else if (str_is(b, &k, "id", 2))
+            ident = v;
+    }
+    if (type.type != MP_INT || type.overflow || type.i != TEXT || ident.type != MP_INT || ident.overflow)
+        return 0;
+    *id = ident.i;
+    return 1;
+}
+
+/* Whether a <script> or <style> walked from ROOT may be walked here: its children are all text
+ * nodes the mirror does not hold (a few, of distinct ids), whose text the rules leave alone under
+ * it (Walker._text: "skip"); anything else (an element, a comment, an id held) is Python's. */
+#define SKIP_CHILDREN 8
+static int plain_text_children(Packed *pk, const NodeFields *f) {
+    if (f->children.type != MP_ARRAY)
+        return f->children.type == MP_BAD || f->children.type == MP_NIL;
+    if (f->children.len > SKIP_CHILDREN)
+        return 0;
+    long long ids[SKIP_CHILDREN];
+    Py_ssize_t pos = f->children.start;
+    MpValue a;
+    if (mp_head(pk->b, pk->n, &pos, &a) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < a.len; i++) {
+        int r = text_child(pk, &pos, &ids[i]);
+        if (r <= 0)
+            return r;
+        if (held(pk, 1, ids[i]))
+            return 0;
+        for (Py_ssize_t j = 0; j < i; j++)
+            if (ids[j] == ids[i])
+                return 0;
+    }
+    return 1;
+}
+
+/* The element at b[start:end]: 1 walked here (*row_out set), 2 the same and its children are text
+ * the rules leave alone (plain_text_children), 0 Python must walk it, -1 error. */
 static int packed_element(Packed *pk, const NodeFields *f, long long id, int32_t parent, int32_t *row_out) {
     Walk *w = &pk->w;
     const unsigned char *b = pk->b;
@@ -1965,7 +2016,11 @@ static int packed_element(Packed *pk, const NodeFields *f, long long id, int32_t
     } else if (f->attrs.type != MP_BAD) {
         goto python;  /* attributes that are not an object: rare, Python's */
     }
-    int slow = element_needs_python(w, tag, tag_flags, kept, nkept);
+    int skip = tag_flags & LOWER_CONTEXT_TAG && (PyUnicode_CompareWithASCIIString(tag, "script") == 0
+                                                 || PyUnicode_CompareWithASCIIString(tag, "style") == 0);
+    if (skip && (skip = plain_text_children(pk, f)) < 0)
+        goto malformed;
+    int slow = element_needs_python(w, tag, tag_flags, skip, kept, nkept);
     if (slow == 0)
         slow = held(pk, 0, id);
     if (slow < 0)
@@ -1974,7 +2029,7 @@ static int packed_element(Packed *pk, const NodeFields *f, long long id, int32_t
         goto python;  /* (an id the mirror holds: SessionMirror.add detaches the old node) */
     if ((*row_out = table_append(w->table, id, parent, tag, kept, nkept)) < 0)
         goto error;
-    rc = 1;
+    rc = skip ? 2 : 1;
     goto done;
 malformed:
     PyErr_SetString(PyExc_ValueError, "walk_packed: malformed msgpack");
@@ -2033,6 +2088,22 @@ static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth) 
         int r = packed_element(pk, &f, id, parent, &row);
         if (r <= 0)
             return r < 0 ? -1 : delegate_node(pk, start, end, parent);
+        if (r == 2) {  /* a <script> or <style>: its text nodes' rows, nothing to mask */
+            Py_ssize_t cpos = f.children.start;
+            MpValue a;
+            long long child;
+            if (f.children.type == MP_ARRAY && mp_head(b, pk->n, &cpos, &a) < 0)
+                goto malformed;
+            for (Py_ssize_t i = 0; f.children.type == MP_ARRAY && i < a.len; i++)
+                if (text_child(pk, &cpos, &child) != 1) {  /* plain_text_children read these very bytes */
+                    PyErr_SetString(PyExc_SystemError, "walk_packed: a script's children changed");
+                    return -1;
+                } else if (table_append(w->table, child, row, NULL, NULL, 0) < 0) {
+                    return -1;
+                }
+            w->table->rows[row].end = w->table->n;
+            return 0;
+        }
     } else if (kind == DOCUMENT) {
         int r = held(pk, 0, id);
         if (r != 0)

@@ -444,3 +444,43 @@ def test_a_removed_text_of_a_packed_snapshot_is_unknown_afterwards():
     assert got == ordinary(policy, events, batch=1)
     texts = [msgspec.msgpack.decode(e)["data"]["texts"][0]["value"] for e in got[0][1:]]
     assert texts[0] == "plain words" and texts[1] != "plain words"  # known, then of unknown ancestry: masked
+
+
+def _script(i, *children, tag="script"):
+    return {"type": 2, "id": i, "tagName": tag, "attributes": {"type": "text/javascript"}, "childNodes": list(children)}
+
+
+def _text(i, value="var x = 1;", kind=3):
+    return {"type": kind, "id": i, "textContent": value}
+
+
+def test_scripts_and_styles_of_plain_text_are_walked_without_python():
+    """Their text is code, left alone by the rules (even what looks like an address), so the C walk
+    mirrors them itself instead of handing each to Python."""
+    children = [_script(10, _text(11, "fetch('/api?token=abc'); // jane.doe@example.com")),
+                _script(12), _script(14, _text(15, ".a { color: red }"), tag="STYLE"),
+                {"type": 2, "id": 16, "tagName": "p", "attributes": {}, "childNodes": [_text(17, "words")]}]
+    snapshot = {"type": 2, "timestamp": 1, "data": {"node": {"type": 0, "id": 1, "childNodes": children}}}
+    out, delegated, mirror = walked(POLICIES["default"], snapshot)
+    assert delegated == 0
+    assert out == pack(snapshot)  # nothing masked, script text included
+    assert [ordinary(POLICIES["default"], [snapshot])[0][0]] == [out]
+    assert mirror.leaf_parent(11) == (True, mirror.get(10)) and mirror.get(14).tag == "style"
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("children", [
+    [_text(11, "<!-- jane.doe@example.com -->", kind=5)],  # a comment: the rules look at it
+    [_text(11), {"type": 2, "id": 12, "tagName": "b", "attributes": {}, "childNodes": []}],  # an element
+    [_text(11 + i) for i in range(9)],  # more than the C walk checks
+    [_text(11), _text(11, "again")],  # one id twice
+    [_text(3)],  # an id the mirror holds already (the text before the script)
+    [{"type": 3, "id": True, "textContent": "x"}, {"type": 3, "textContent": "no id"}, "not a node"],
+    [{"type": 3.0, "id": 11, "textContent": "x"}, {"type": 3, "id": 2 ** 64 - 1, "textContent": "x"}],
+], ids=["comment", "element", "many", "id-twice", "id-held", "odd-ids", "odd-types"])
+def test_scripts_the_c_walk_cannot_vouch_for_are_masked_alike(policy, children):
+    tree = {"type": 0, "id": 1, "childNodes": [_text(3, "jane.doe@example.com"), _script(10, *children)]}
+    block = {"source": 0, "removes": [], "adds": [], "texts": [],
+             "attributes": [{"id": 10, "attributes": {"class": "rr-block"}}]}  # what it showed is removed
+    events = [{"type": 2, "timestamp": 1, "data": {"node": tree}}, {"type": 3, "timestamp": 2, "data": block}]
+    assert packed(POLICIES[policy], events, batch=1) == ordinary(POLICIES[policy], events, batch=1)
