@@ -3,7 +3,8 @@
 # AddressSanitizer and UBSan: the real recordings' full snapshots, packed, then bytes flipped, deleted,
 # inserted (msgpack type bytes among them) or cut anywhere, or their trees changed before packing (odd
 # ids, types, names and values, bin and ext among them), must be masked or refused with an error, and
-# never read or write out of bounds. Unchanged snapshots must come out as the decoded walk masks them.
+# never read or write out of bounds, nor may removes, moves and re-adds against the mirror's rows after
+# it. Unchanged snapshots must come out as the decoded walk masks them.
 # PYTHONMALLOC=malloc: every Python bytes object gets its own allocation, so ASan sees a read past its end.
 #   scripts/fuzz_walk_packed.sh [SEED] [CASES]     (needs gcc and ./scripts/setup --test first)
 set -euo pipefail
@@ -45,6 +46,24 @@ def walker() -> walk.Walker:
     return walk.Walker(rules, SessionMirror(mirror_attributes(policy)), Enforcer(rules))
 
 
+def mutate_mirror(mirror: SessionMirror) -> None:
+    """Removes, moves and re-adds of random ids against the snapshot's rows (MirrorTable)."""
+    for _ in range(rng.randrange(1, 12)):
+        node_id = rng.randrange(0, 80)
+        node, (leaf, parent) = mirror.get(node_id), mirror.leaf_parent(node_id)
+        action = rng.random()
+        if node is not None and action < 0.4:
+            mirror.remove(node)
+        elif node is not None and action < 0.6:
+            mirror.children_of(node)
+            mirror.add(node_id, "div", {"class": "moved"}, mirror.get(rng.randrange(0, 80)))
+        elif leaf and action < 0.8:
+            mirror.remove_leaf(node_id)
+        else:
+            mirror.add_leaf(node_id, mirror.get(rng.randrange(0, 80)))
+    mirror.everything()
+
+
 for event, data in zip(snapshots, seeds):  # unchanged: the same bytes as the decoded walk
     w = walker()
     expected = msgspec.msgpack.decode(data)
@@ -83,7 +102,9 @@ for i in range(cases):
         event = rng.choice(snapshots)
         s = msgspec.msgpack.encode({**event, "data": {**event["data"], "node": changed(event["data"]["node"])}})
         try:
-            walker().packed_full_snapshot(s)
+            w = walker()
+            w.packed_full_snapshot(s)
+            mutate_mirror(w.mirror)
             masked += 1
         except (ValueError, TypeError, AttributeError, RecursionError, msgspec.DecodeError):
             refused += 1  # Python's own error, as the decoded walk raises on such a tree
@@ -92,7 +113,9 @@ for i in range(cases):
     if i % 4 == 0:
         s = s[:rng.randrange(len(s) + 1)]  # cut anywhere
     try:
-        walker().packed_full_snapshot(mutated(rng, s, tokens))
+        w = walker()
+        w.packed_full_snapshot(mutated(rng, s, tokens))
+        mutate_mirror(w.mirror)
         masked += 1
     except ValueError:
         refused += 1
