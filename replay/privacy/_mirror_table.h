@@ -29,9 +29,10 @@ typedef struct {
     long long id;
     int32_t row;  /* a row, ID_EMPTY, or ID_CLAIMED */
 } IdSlot;
-/* ID_CLAIMED: the mirror's dicts took the id since (SessionMirror.add, add_leaf, or the C walk of
- * decoded nodes), so a walk meeting it again hands the node to Python. A claim may outlive the
- * dict entry: that only sends a node to Python, which is never wrong. */
+/* ID_CLAIMED: while walk_packed fills the table, the mirror's dicts took the id (SessionMirror.add,
+ * add_leaf, or the C walk of the nodes it hands to Python), so the walk meeting it again hands that
+ * node to Python too. A claim may outlive the dict entry: that only sends a node to Python, which
+ * is never wrong. After the walk nothing asks, so nothing is claimed (mutations add thousands). */
 enum { ID_EMPTY = -1, ID_CLAIMED = -2 };
 
 typedef struct {
@@ -47,6 +48,7 @@ typedef struct {
     unsigned char *bytes;     /* kept attributes: u16 count, then (u16 len, name, u32 len, value) */
     Py_ssize_t nbytes, capbytes;
     IdIndex elements, leaves; /* id -> its last row (elements and documents; text and other leaves) */
+    int walking;              /* walk_packed is filling it: the dicts claim the ids they take */
 } MirrorTable;
 
 static PyTypeObject MirrorTable_Type;
@@ -63,6 +65,7 @@ static MirrorTable *table_new(Py_ssize_t rows) {
     t->bytes = NULL;
     t->nbytes = t->capbytes = 0;
     t->elements = t->leaves = (IdIndex){NULL, -1, 0};
+    t->walking = 0;
     if (t->rows == NULL) {
         t->cap = 0;
         Py_DECREF(t);
@@ -145,7 +148,7 @@ static int32_t table_row(MirrorTable *t, int leaf, PyObject *id) {
 /* The mirror's dicts take ``id`` (see ID_CLAIMED); -1 error. */
 static int table_claim(MirrorTable *t, int leaf, PyObject *id) {
     long long v;
-    if (t == NULL || !row_id(id, &v))
+    if (t == NULL || !t->walking || !row_id(id, &v))
         return 0;
     return index_put(leaf ? &t->leaves : &t->elements, v, ID_CLAIMED);
 }
@@ -354,11 +357,13 @@ static int32_t made_row(MirrorTable *t, PyObject *node) {
 }
 
 /* SessionMirror.add's question: the Node of the live row of ``id``, its subtree killed, and the
- * other Nodes made for rows killed; the id is the dicts' from now on. */
+ * other Nodes made for rows killed; the id is the dicts' from now on (claimed, during a walk). */
 static PyObject *MirrorTable_take(MirrorTable *t, PyObject *id) {
+    PyObject *made = PyList_New(0);
+    if (made == NULL)
+        return NULL;
     int32_t r = table_row(t, 0, id);
-    PyObject *made = PyList_New(0), *node = r < 0 ? Py_None : made == NULL ? NULL : table_node(t, r);
-    PyObject *result = NULL;
+    PyObject *node = r < 0 ? Py_None : table_node(t, r), *result = NULL;
     if (node != NULL && (r < 0 || table_kill(t, r, made) == 0) && table_claim(t, 0, id) == 0)
         result = PyTuple_Pack(2, node, made);
     Py_XDECREF(made);
@@ -455,9 +460,9 @@ static PyMethodDef MirrorTable_methods[] = {
     {"detach", (PyCFunction)MirrorTable_detach, METH_O,
      "Kill the row of a Node made here and its subtree; the other Nodes made for rows killed."},
     {"take", (PyCFunction)MirrorTable_take, METH_O,
-     "(the Node of the live row of this id or None, the other Nodes made for its subtree): rows killed, id claimed."},
+     "(the Node of the live row of this id or None, the other Nodes made for its subtree): rows killed, id claimed during a walk."},
     {"remove_leaf", (PyCFunction)MirrorTable_remove_leaf, METH_O, "Kill the live leaf row of this id, if any."},
-    {"take_leaf", (PyCFunction)MirrorTable_take_leaf, METH_O, "Kill the live leaf row of this id, and claim the id."},
+    {"take_leaf", (PyCFunction)MirrorTable_take_leaf, METH_O, "Kill the live leaf row of this id, and claim the id during a walk."},
     {"children", (PyCFunction)MirrorTable_children, METH_O, "The ids of the live rows under a Node made here."},
     {"everything", (PyCFunction)MirrorTable_everything, METH_NOARGS,
      "({id: Node}, {id: parent}) of every live row (Nodes made for all of them)."},

@@ -2245,8 +2245,11 @@ static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t
         Py_XSETREF(pk.w.table, table_new(rows));
         rc = pk.w.table == NULL ? -1 : PyObject_SetAttr(pk.w.mirror, s_table, (PyObject *)pk.w.table);
     }
-    if (rc == 0)
+    if (rc == 0) {
+        pk.w.table->walking = 1;
         rc = packed_node(&pk, pos, -1, 0);
+        pk.w.table->walking = 0;
+    }
     if (rc == 0) {
         PyObject *out = spliced(&pk);
         if (out != NULL) {

@@ -614,7 +614,9 @@ class Walker:
         if not isinstance(removes, list):
             removes = data["removes"] = []
         # Removes apply before adds/texts/attributes in the replayer, so the subtree is gone first.
-        removes.extend({"parentId": node.id, "id": child_id} for child_id in sorted(self.mirror.children_of(node)))
+        # In id order: the mirror's children come from its dicts and from its rows (SessionMirror.table).
+        children = sorted(set(self.mirror.children_of(node)))
+        removes.extend({"parentId": node.id, "id": child_id} for child_id in children)
 
     def _input(self, data: dict[str, Any]) -> None:
         text = data.get("text")
