@@ -26,6 +26,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+import requests
 from aiohttp import web
 
 from harness import IN_CI, fetch_events
@@ -419,12 +420,24 @@ def test_the_real_replay_server_keeps_what_the_snippet_sends(context, site, serv
     page.evaluate(ADD_BLOCKS, 5)
     page.goto("about:blank")  # the last blocks leave by beacon, as text/plain with ?token=
 
+    seen: list[str] = [""]
+
     def stored():
         server.flush()
-        text = json.dumps(fetch_events(server.url, project, session))
+        seen[0] = text = json.dumps(fetch_events(server.url, project, session))
         return text if "tail-block-4" in text else None
 
-    text = site.collector.wait_for(stored, timeout=40, what="the stored session")
+    try:
+        text = site.collector.wait_for(stored, timeout=40, what="the stored session")
+    except AssertionError:  # say what did arrive (the collector above sees none of this test's posts)
+        events = json.loads(seen[0] or "[]")
+        blocks = sorted(set(re.findall(r"tail-block-\d+", seen[0])))
+        answered = [line for line in requests.get(f"{server.url}/metrics", timeout=10).text.splitlines()
+                    if line.startswith(("replay_rejections_total", "replay_http_requests_total"))]
+        added = [str(a.get("node"))[:160] for e in events if e["type"] == INCREMENTAL and e["data"].get("source") == 0
+                 for a in e["data"].get("adds") or ()]
+        raise AssertionError(f"{len(events)} events stored, types {sorted({e['type'] for e in events})}, "
+                             f"blocks {blocks}; nodes added {added}; the server answered {answered}") from None
     assert "hunter2secret" not in text and "boom-real" in text
     events = json.loads(text)
     assert {e["type"] for e in events} >= {META, FULL_SNAPSHOT, INCREMENTAL, PLUGIN}
