@@ -387,10 +387,9 @@ static PyObject *MirrorTable_remove_leaf(MirrorTable *t, PyObject *id) {
 
 /* SessionMirror.add_leaf's: the live leaf row of ``id`` killed, the id the dicts' from now on. */
 static PyObject *MirrorTable_take_leaf(MirrorTable *t, PyObject *id) {
-    int32_t r = table_row(t, 1, id);
-    if (r >= 0)
-        t->rows[r].dead = 1;
-    if (table_claim(t, 1, id) < 0)
+    PyObject *removed = MirrorTable_remove_leaf(t, id);
+    Py_XDECREF(removed);
+    if (removed == NULL || table_claim(t, 1, id) < 0)
         return NULL;
     Py_RETURN_NONE;
 }

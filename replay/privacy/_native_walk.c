@@ -1837,6 +1837,34 @@ typedef struct {
 
 static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth);
 
+/* Reads the node map at b[*pos] (moved past it) into f: 1, 0 when it is no map, -1 malformed. */
+static int node_fields(Packed *pk, Py_ssize_t *pos, NodeFields *f) {
+    const unsigned char *b = pk->b;
+    MpValue m, k, v;
+    f->id.type = f->type.type = f->tag.type = f->attrs.type = f->children.type = f->text.type = MP_BAD;
+    if (mp_head(b, pk->n, pos, &m) < 0)
+        return -1;
+    if (m.type != MP_MAP)
+        return 0;
+    for (Py_ssize_t i = 0; i < m.len; i++) {
+        if (mp_head(b, pk->n, pos, &k) < 0 || pk_next(pk, pos, &v) < 0)
+            return -1;
+        if (k.type != MP_STR)
+            continue;
+        MpValue *slot = NULL;
+        switch (k.len) {
+        case 2: slot = str_is(b, &k, "id", 2) ? &f->id : NULL; break;
+        case 4: slot = str_is(b, &k, "type", 4) ? &f->type : NULL; break;
+        case 7: slot = str_is(b, &k, "tagName", 7) ? &f->tag : NULL; break;
+        case 10: slot = str_is(b, &k, "attributes", 10) ? &f->attrs : str_is(b, &k, "childNodes", 10) ? &f->children : NULL; break;
+        case 11: slot = str_is(b, &k, "textContent", 11) ? &f->text : NULL; break;
+        }
+        if (slot != NULL)
+            *slot = v;  /* a key given twice: the last counts, as in a decoded dict */
+    }
+    return 1;
+}
+
 /* Whether the mirror holds ``id`` already (as an element, or as a leaf): as a live row, or in its
  * dicts (nodes the walk handed to Python claim their ids). */
 static int held(Packed *pk, int leaf, long long id) {
@@ -1899,23 +1927,13 @@ static int element_needs_python(Walk *w, PyObject *tag, int tag_flags, int skip_
 /* The id of the text node whose map starts at b[*pos] (*pos moved past it): 1, or 0 when it is no
  * text node with an int id a row can hold, -1 malformed. */
 static int text_child(Packed *pk, Py_ssize_t *pos, long long *id) {
-    const unsigned char *b = pk->b;
-    MpValue m, k, v, type = {MP_BAD}, ident = {MP_BAD};
-    if (mp_head(b, pk->n, pos, &m) < 0)
-        return -1;
-    if (m.type != MP_MAP)
+    NodeFields f;
+    int r = node_fields(pk, pos, &f);
+    if (r <= 0)
+        return r;
+    if (f.type.type != MP_INT || f.type.overflow || f.type.i != TEXT || f.id.type != MP_INT || f.id.overflow)
         return 0;
-    for (Py_ssize_t i = 0; i < m.len; i++) {
-        if (mp_head(b, pk->n, pos, &k) < 0 || pk_next(pk, pos, &v) < 0)
-            return -1;
-        if (str_is(b, &k, "type", 4))
-            type = v;  /* the last counts */
-        else if (str_is(b, &k, "id", 2))
-            ident = v;
-    }
-    if (type.type != MP_INT || type.overflow || type.i != TEXT || ident.type != MP_INT || ident.overflow)
-        return 0;
-    *id = ident.i;
+    *id = f.id.i;
     return 1;
 }
 
@@ -2049,29 +2067,9 @@ static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth) 
     const unsigned char *b = pk->b;
     Walk *w = &pk->w;
     Py_ssize_t pos = start;
-    MpValue m, k, v;
     NodeFields f;
-    f.id.type = f.type.type = f.tag.type = f.attrs.type = f.children.type = f.text.type = MP_BAD;
-    if (depth > 1000 || mp_head(b, pk->n, &pos, &m) < 0 || m.type != MP_MAP)
+    if (depth > 1000 || node_fields(pk, &pos, &f) <= 0)
         goto malformed;
-    for (Py_ssize_t i = 0; i < m.len; i++) {
-        if (mp_head(b, pk->n, &pos, &k) < 0)
-            goto malformed;
-        if (pk_next(pk, &pos, &v) < 0)
-            goto malformed;
-        if (k.type != MP_STR)
-            continue;
-        MpValue *slot = NULL;
-        switch (k.len) {
-        case 2: slot = str_is(b, &k, "id", 2) ? &f.id : NULL; break;
-        case 4: slot = str_is(b, &k, "type", 4) ? &f.type : NULL; break;
-        case 7: slot = str_is(b, &k, "tagName", 7) ? &f.tag : NULL; break;
-        case 10: slot = str_is(b, &k, "attributes", 10) ? &f.attrs : str_is(b, &k, "childNodes", 10) ? &f.children : NULL; break;
-        case 11: slot = str_is(b, &k, "textContent", 11) ? &f.text : NULL; break;
-        }
-        if (slot != NULL)
-            *slot = v;  /* a key given twice: the last counts, as in a decoded dict */
-    }
     Py_ssize_t end = pos;
     if (f.id.type == MP_BOOL || (f.id.type == MP_INT && f.id.overflow))
         return delegate_node(pk, start, end, parent);  /* True is an int to Python; no row holds 2**63 */
