@@ -1594,6 +1594,10 @@ typedef struct {
     Splice *splices;
     Py_ssize_t nsplices, cap;
     Py_ssize_t delegated;  /* nodes handed to Python (a figure for the tests and the bench) */
+    /* 0: a full snapshot's nodes become rows of the table (walk_packed); 1: a mutation's added nodes
+     * become Nodes in the mirror's dicts, as SessionMirror.add makes them (walk_packed_adds): rows
+     * make a subtree one range, and nodes added under a row later would fall outside it. */
+    int nodes_mode;
     /* Every non-empty container's end, in the order they start: a node's keys come in any order
      * (rrweb writes childNodes before id), so reading a node skips its children, and without this
      * table every level would re-read the subtree below it. */
@@ -1707,9 +1711,16 @@ static void drop_splices(Packed *pk, Py_ssize_t keep) {
         Py_DECREF(pk->splices[--pk->nsplices].bytes);
 }
 
+/* Where a packed node goes: under a row of the table, or (nodes_mode) under a Node (NULL: none). */
+typedef struct {
+    int32_t row;
+    PyObject *node;
+} Parent;
+
 /* The node b[start:end] walked by Python (Walker._walk from ROOT via ``delegate``). */
-static int delegate_node(Packed *pk, Py_ssize_t start, Py_ssize_t end, int32_t parent_row) {
-    PyObject *parent = parent_row < 0 ? Py_None : table_node(pk->w.table, parent_row);
+static int delegate_node(Packed *pk, Py_ssize_t start, Py_ssize_t end, Parent at) {
+    PyObject *parent = pk->nodes_mode ? (at.node != NULL ? at.node : Py_None)
+                       : at.row < 0 ? Py_None : table_node(pk->w.table, at.row);
     if (parent == NULL)
         return -1;
     Py_INCREF(parent);
@@ -1835,7 +1846,7 @@ typedef struct {
     MpValue id, type, tag, attrs, children, text;
 } NodeFields;
 
-static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth);
+static int packed_node(Packed *pk, Py_ssize_t start, Parent parent, int depth);
 
 /* Reads the node map at b[*pos] (moved past it) into f: 1, 0 when it is no map, -1 malformed. */
 static int node_fields(Packed *pk, Py_ssize_t *pos, NodeFields *f) {
@@ -1869,6 +1880,8 @@ static int node_fields(Packed *pk, Py_ssize_t *pos, NodeFields *f) {
  * dicts (nodes the walk handed to Python claim their ids). */
 static int held(Packed *pk, int leaf, long long id) {
     MirrorTable *t = pk->w.table;
+    if (pk->nodes_mode || t == NULL)
+        return 0;  /* mirror_add and mirror_add_leaf ask SessionMirror.add to detach what it holds */
     int32_t row = index_find(leaf ? &t->leaves : &t->elements, id);
     return row == ID_CLAIMED || (row >= 0 && !t->rows[row].dead);
 }
@@ -1964,9 +1977,37 @@ static int plain_text_children(Packed *pk, const NodeFields *f) {
     return 1;
 }
 
-/* The element at b[start:end]: 1 walked here (*row_out set), 2 the same and its children are text
+/* Puts an element (or document) in the mirror: a row, or (nodes_mode) a Node made by mirror_add
+ * (*out holds a reference then). -1 error. */
+static int mirror_element(Packed *pk, long long id, Parent parent, PyObject *tag, const KeptAttr *kept, int nkept,
+                          Parent *out) {
+    Walk *w = &pk->w;
+    if (!pk->nodes_mode) {
+        out->node = NULL;
+        return (out->row = table_append(w->table, id, parent.row, tag, kept, nkept)) < 0 ? -1 : 0;
+    }
+    PyObject *sid = PyLong_FromLongLong(id);
+    PyObject *attrs = sid == NULL ? NULL : nkept ? kept_dict(kept, nkept) : Py_NewRef(EMPTY_ATTRS);
+    out->row = -1;
+    out->node = attrs == NULL ? NULL : mirror_add(w, sid, tag, attrs, parent.node != NULL ? parent.node : Py_None);
+    Py_XDECREF(sid);
+    Py_XDECREF(attrs);
+    return out->node == NULL ? -1 : 0;
+}
+
+/* Puts a text, comment or doctype node in the mirror (a row, or SessionMirror.add_leaf). -1 error. */
+static int mirror_leaf(Packed *pk, long long id, Parent parent) {
+    if (!pk->nodes_mode)
+        return table_append(pk->w.table, id, parent.row, NULL, NULL, 0) < 0 ? -1 : 0;
+    PyObject *sid = PyLong_FromLongLong(id);
+    int rc = sid == NULL ? -1 : mirror_add_leaf(&pk->w, sid, parent.node != NULL ? parent.node : Py_None);
+    Py_XDECREF(sid);
+    return rc;
+}
+
+/* The element at b[start:end]: 1 walked here (*out set), 2 the same and its children are text
  * the rules leave alone (plain_text_children), 0 Python must walk it, -1 error. */
-static int packed_element(Packed *pk, const NodeFields *f, long long id, int32_t parent, int32_t *row_out) {
+static int packed_element(Packed *pk, const NodeFields *f, long long id, Parent parent, Parent *out) {
     Walk *w = &pk->w;
     const unsigned char *b = pk->b;
     PyObject *tag = s_empty;
@@ -2045,7 +2086,7 @@ static int packed_element(Packed *pk, const NodeFields *f, long long id, int32_t
         goto error;
     if (slow)
         goto python;  /* (an id the mirror holds: SessionMirror.add detaches the old node) */
-    if ((*row_out = table_append(w->table, id, parent, tag, kept, nkept)) < 0)
+    if (mirror_element(pk, id, parent, tag, kept, nkept, out) < 0)
         goto error;
     rc = skip ? 2 : 1;
     goto done;
@@ -2063,11 +2104,12 @@ done:
 }
 
 /* One node map starting at b[start] and its subtree, in the walk's pre-order. */
-static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth) {
+static int packed_node(Packed *pk, Py_ssize_t start, Parent parent, int depth) {
     const unsigned char *b = pk->b;
     Walk *w = &pk->w;
     Py_ssize_t pos = start;
     NodeFields f;
+    Parent here = {-1, NULL};  /* the node itself, as its children's parent */
     if (depth > 1000 || node_fields(pk, &pos, &f) <= 0)
         goto malformed;
     Py_ssize_t end = pos;
@@ -2081,9 +2123,8 @@ static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth) 
         kind = !f.type.overflow && f.type.i >= 0 && f.type.i <= 5 ? (int)f.type.i : OTHER;
     else if (f.type.type == MP_BOOL || f.type.type == MP_FLOAT)
         return delegate_node(pk, start, end, parent);  /* may equal a node type */
-    int32_t row;
     if (kind == ELEMENT) {
-        int r = packed_element(pk, &f, id, parent, &row);
+        int r = packed_element(pk, &f, id, parent, &here);
         if (r <= 0)
             return r < 0 ? -1 : delegate_node(pk, start, end, parent);
         if (r == 2) {  /* a <script> or <style>: its text nodes' rows, nothing to mask */
@@ -2092,21 +2133,24 @@ static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth) 
             long long child;
             if (f.children.type == MP_ARRAY && mp_head(b, pk->n, &cpos, &a) < 0)
                 goto malformed;
-            for (Py_ssize_t i = 0; f.children.type == MP_ARRAY && i < a.len; i++)
+            int rc = 0;
+            for (Py_ssize_t i = 0; rc == 0 && f.children.type == MP_ARRAY && i < a.len; i++)
                 if (text_child(pk, &cpos, &child) != 1) {  /* plain_text_children read these very bytes */
                     PyErr_SetString(PyExc_SystemError, "walk_packed: a script's children changed");
-                    return -1;
-                } else if (table_append(w->table, child, row, NULL, NULL, 0) < 0) {
-                    return -1;
+                    rc = -1;
+                } else {
+                    rc = mirror_leaf(pk, child, here);
                 }
-            w->table->rows[row].end = w->table->n;
-            return 0;
+            if (here.node == NULL)
+                w->table->rows[here.row].end = w->table->n;
+            Py_XDECREF(here.node);
+            return rc;
         }
     } else if (kind == DOCUMENT) {
         int r = held(pk, 0, id);
         if (r != 0)
             return r < 0 ? -1 : delegate_node(pk, start, end, parent);  /* SessionMirror.add detaches it */
-        if ((row = table_append(w->table, id, parent, s_document, NULL, 0)) < 0)
+        if (mirror_element(pk, id, parent, s_document, NULL, 0, &here) < 0)
             return -1;
     } else {  /* text, comment, CDATA, doctype and the rest: leaves */
         Py_ssize_t splices_before = pk->nsplices;
@@ -2126,7 +2170,7 @@ static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth) 
             drop_splices(pk, splices_before);
             return delegate_node(pk, start, end, parent);
         }
-        return table_append(w->table, id, parent, NULL, NULL, 0) < 0 ? -1 : 0;
+        return mirror_leaf(pk, id, parent);
     }
     int rc = 0;
     if (f.children.type == MP_ARRAY) {
@@ -2139,12 +2183,15 @@ static int packed_node(Packed *pk, Py_ssize_t start, int32_t parent, int depth) 
             if (pk_next(pk, &cpos, &c) < 0)
                 goto malformed;
             if (c.type == MP_MAP)
-                rc = packed_node(pk, at, row, depth + 1);
+                rc = packed_node(pk, at, here, depth + 1);
         }
     }
-    w->table->rows[row].end = w->table->n;
+    if (here.node == NULL)
+        w->table->rows[here.row].end = w->table->n;
+    Py_XDECREF(here.node);
     return rc;
 malformed:
+    Py_XDECREF(here.node);
     PyErr_SetString(PyExc_ValueError, "walk_packed: malformed msgpack");
     return -1;
 }
@@ -2245,7 +2292,7 @@ static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t
     }
     if (rc == 0) {
         pk.w.table->walking = 1;
-        rc = packed_node(&pk, pos, -1, 0);
+        rc = packed_node(&pk, pos, (Parent){-1, NULL}, 0);
         pk.w.table->walking = 0;
     }
     if (rc == 0) {
@@ -2257,6 +2304,288 @@ static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t
     }
     walk_clear(&pk.w);
 done:
+    drop_splices(&pk, 0);
+    PyMem_Free(pk.splices);
+    PyMem_Free(pk.spans);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* ---- a mutation's added nodes, packed ----------------------------------------------------------
+ * A mutation's adds are most of its bytes (whole sections of a page at a time). enforce_packed cuts
+ * them out of the event (cut_adds), so that only the rest is decoded for Walker._mutation, which
+ * hands the adds, still packed, to walk_packed_adds where Walker._adds would run.
+ *
+ * walk_packed_adds does what Walker._adds does, in the same order: rounds over the adds whose
+ * parent is mirrored (the others wait for a later round, as a parent may come in a later add), and
+ * when a round places none, the rest under unknown ancestry. An add whose parent's context is
+ * ROOT's (nothing blocked, no text masked, no form or skipped owner: nearly every add) is walked
+ * here as walk_packed walks a snapshot, its nodes made Nodes (nodes_mode) and any node it cannot
+ * vouch for handed to ``delegate`` (Walker._walk from ROOT); any other add goes whole to
+ * ``delegate_add(item_bytes, parent, ctx)`` (Walker._add_under; parent and ctx None: unknown
+ * ancestry), which returns its bytes, or None when the add is dropped. */
+
+/* cut_adds(event) -> (event with data.adds nil, adds) or None: the adds of a packed mutation event
+ * (an array, not empty), cut out. The last key of a name counts, as in a decoded dict. */
+static PyObject *cut_adds(PyObject *module, PyObject *event) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(event, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Packed pk = {0};
+    pk.b = (const unsigned char *)view.buf;
+    pk.n = view.len;
+    PyObject *result = NULL;
+    Py_ssize_t pos = 0;
+    if (build_spans(&pk) < 0)
+        goto done;
+    int found = packed_field(&pk, &pos, "data");
+    if (found > 0)
+        found = packed_field(&pk, &pos, "adds");
+    if (found < 0) {
+        PyErr_SetString(PyExc_ValueError, "cut_adds: malformed msgpack");
+        goto done;
+    }
+    Py_ssize_t end = pos;
+    MpValue adds;
+    if (found == 0 || pk_next(&pk, &end, &adds) < 0 || adds.type != MP_ARRAY || adds.len == 0) {
+        PyErr_Clear();
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    PyObject *rest = PyBytes_FromStringAndSize(NULL, pk.n - (end - pos) + 1);
+    if (rest != NULL) {
+        char *o = PyBytes_AS_STRING(rest);
+        memcpy(o, pk.b, (size_t)pos);
+        o[pos] = (char)0xc0;  /* nil */
+        memcpy(o + pos + 1, pk.b + end, (size_t)(pk.n - end));
+        PyObject *cut = PyBytes_FromStringAndSize((const char *)pk.b + pos, end - pos);
+        if (cut != NULL)
+            result = PyTuple_Pack(2, rest, cut);
+        Py_XDECREF(cut);
+        Py_DECREF(rest);
+    }
+done:
+    PyMem_Free(pk.spans);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+typedef struct {
+    Py_ssize_t start, end, node;  /* the add's map, its node's map */
+    PyObject *parent_id;          /* an int, or NULL: no parent the mirror can hold */
+} PackedAdd;
+
+static int by_start(const void *a, const void *b) {
+    Py_ssize_t x = ((const Splice *)a)->start, y = ((const Splice *)b)->start;
+    return x < y ? -1 : x > y;
+}
+
+/* msgpack's shortest array header for n items. */
+static PyObject *array_header(Py_ssize_t n) {
+    unsigned char h[5];
+    Py_ssize_t len;
+    if (n < 16)
+        h[0] = (unsigned char)(0x90 | n), len = 1;
+    else if (n < 65536)
+        h[0] = 0xdc, h[1] = (unsigned char)(n >> 8), h[2] = (unsigned char)n, len = 3;
+    else
+        h[0] = 0xdd, h[1] = (unsigned char)(n >> 24), h[2] = (unsigned char)(n >> 16), h[3] = (unsigned char)(n >> 8),
+        h[4] = (unsigned char)n, len = 5;
+    return PyBytes_FromStringAndSize((const char *)h, len);
+}
+
+/* Reads the add at b[*pos] (moved past it): 1 an add (a map with a node map), 0 no add (dropped, as
+ * Walker._add_round drops it), 2 a parentId Python would read otherwise than here, -1 malformed. */
+static int read_add(Packed *pk, Py_ssize_t *pos, PackedAdd *add) {
+    const unsigned char *b = pk->b;
+    MpValue m, k, v, node = {.type = MP_BAD}, pid = {.type = MP_BAD};
+    add->start = *pos;
+    add->parent_id = NULL;
+    if (mp_head(b, pk->n, pos, &m) < 0)
+        return -1;
+    if (m.type != MP_MAP) {
+        *pos = add->start;
+        if (pk_next(pk, pos, &m) < 0)
+            return -1;
+        add->end = *pos;
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < m.len; i++) {
+        if (mp_head(b, pk->n, pos, &k) < 0 || pk_next(pk, pos, &v) < 0)
+            return -1;
+        if (k.type == MP_STR && str_is(b, &k, "node", 4))
+            node = v;
+        else if (k.type == MP_STR && str_is(b, &k, "parentId", 8))
+            pid = v;
+    }
+    add->end = *pos;
+    if (node.type != MP_MAP)
+        return 0;
+    add->node = node.start;
+    if (pid.type == MP_INT && pid.overflow)
+        return 2;  /* a Python int no row holds: Python's */
+    if (pid.type == MP_INT || pid.type == MP_BOOL)  /* True is 1 to SessionMirror.get */
+        if ((add->parent_id = PyLong_FromLongLong(pid.type == MP_BOOL ? pid.i != 0 : pid.i)) == NULL)
+            return -1;
+    return 1;
+}
+
+/* SessionMirror.get(parent_id) for an int: a new reference, or NULL (none; or an error). */
+static PyObject *mirrored(Walk *w, PyObject *id) {
+    PyObject *node = PyDict_GetItemWithError(w->nodes, id);
+    if (node == NULL && !PyErr_Occurred()) {
+        int32_t r = table_row(w->table, 0, id);
+        if (r >= 0)
+            node = table_node(w->table, r);
+    }
+    return Py_XNewRef(node);
+}
+
+/* delegate_add for the add at adds[i]: keeps what it returns (spliced in), or drops the add. */
+static int delegate_add(Packed *pk, PyObject *fn, const PackedAdd *add, PyObject *parent, PyObject *ctx,
+                        Py_ssize_t *dropped) {
+    PyObject *before = PyBytes_FromStringAndSize((const char *)pk->b + add->start, add->end - add->start);
+    PyObject *after = before == NULL ? NULL : PyObject_CallFunctionObjArgs(fn, before, parent, ctx, NULL);
+    Py_XDECREF(before);
+    if (after == NULL)
+        return -1;
+    int rc = 0;
+    if (after == Py_None) {
+        (*dropped)++;
+        PyObject *nothing = PyBytes_FromStringAndSize(NULL, 0);
+        rc = nothing == NULL ? -1 : add_splice(pk, add->start, add->end, nothing);
+        Py_XDECREF(nothing);
+    } else if (!PyBytes_Check(after)) {
+        PyErr_SetString(PyExc_TypeError, "walk_packed_adds: delegate_add must return bytes or None");
+        rc = -1;
+    } else if (PyBytes_GET_SIZE(after) != add->end - add->start
+               || memcmp(PyBytes_AS_STRING(after), pk->b + add->start, (size_t)(add->end - add->start)) != 0) {
+        rc = add_splice(pk, add->start, add->end, after);
+    }
+    pk->delegated++;
+    Py_DECREF(after);
+    return rc;
+}
+
+/* walk_packed_adds(walker, adds, delegate, delegate_add) -> (adds, nodes delegated), or None when an
+ * add has a parentId only Python reads right (the caller decodes the adds then). */
+static PyObject *walk_packed_adds(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "walk_packed_adds(walker, adds, delegate, delegate_add)");
+        return NULL;
+    }
+    if (!configured())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Packed pk = {0};
+    pk.event = args[1];
+    pk.delegate = args[2];
+    pk.nodes_mode = 1;
+    pk.b = (const unsigned char *)view.buf;
+    pk.n = view.len;
+    PyObject *result = NULL, *memo = NULL;
+    PackedAdd *adds = NULL;
+    Py_ssize_t *pending = NULL, nadds = 0, dropped = 0, pos = 0;
+    MpValue a;
+    int rc = build_spans(&pk);
+    if (rc == 0 && (mp_head(pk.b, pk.n, &pos, &a) < 0 || a.type != MP_ARRAY)) {
+        PyErr_SetString(PyExc_ValueError, "walk_packed_adds: adds must be a msgpack array");
+        rc = -1;
+    }
+    Py_ssize_t header_end = pos;
+    if (rc == 0 && ((adds = PyMem_Calloc((size_t)a.len + 1, sizeof(PackedAdd))) == NULL
+                    || (pending = PyMem_Calloc((size_t)a.len + 1, sizeof(Py_ssize_t))) == NULL)) {
+        PyErr_NoMemory();
+        rc = -1;
+    }
+    Py_ssize_t npending = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < a.len; i++) {
+        int r = read_add(&pk, &pos, &adds[nadds]);
+        nadds++;
+        if (r < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "walk_packed_adds: malformed msgpack");
+            rc = -1;
+        } else if (r == 2) {
+            result = Py_NewRef(Py_None);
+            rc = 1;
+        } else if (r == 0) {
+            dropped++;
+            PyObject *nothing = PyBytes_FromStringAndSize(NULL, 0);
+            rc = nothing == NULL ? -1 : add_splice(&pk, adds[i].start, adds[i].end, nothing);
+            Py_XDECREF(nothing);
+        } else {
+            pending[npending++] = i;
+        }
+    }
+    if (rc == 0)
+        rc = walk_init(&pk.w, args[0]);
+    if (rc == 0 && ((memo = PyObject_GetAttr(args[0], s_memo)) == NULL || !PyDict_Check(memo))) {
+        if (memo != NULL)
+            PyErr_SetString(PyExc_TypeError, "Walker._memo must be a dict");
+        rc = -1;
+    }
+    while (rc == 0 && npending) {  /* Walker._adds' rounds */
+        Py_ssize_t deferred = 0;
+        for (Py_ssize_t j = 0; rc == 0 && j < npending; j++) {
+            PackedAdd *add = &adds[pending[j]];
+            PyObject *parent = add->parent_id == NULL ? NULL : mirrored(&pk.w, add->parent_id), *ctx = NULL;
+            if (parent == NULL) {
+                if (PyErr_Occurred())
+                    rc = -1;
+                else
+                    pending[deferred++] = pending[j];  /* in order: j only grows */
+                continue;
+            }
+            if (parent == Py_None) {  /* a None in SessionMirror.nodes: no parent to Walker._add_round either */
+                Py_DECREF(parent);
+                pending[deferred++] = pending[j];
+                continue;
+            }
+            ctx = PyDict_GetItemWithError(memo, parent);
+            if (ctx != NULL)
+                Py_INCREF(ctx);
+            else if (PyErr_Occurred() || (ctx = ctx_of(&pk.w, memo, parent)) == NULL)
+                rc = -1;
+            if (rc == 0)
+                rc = read_ctx(&pk.w, ctx);
+            if (rc == 0) {
+                if (!pk.w.ctx_blocked && !pk.w.ctx_mask_text && pk.w.ctx_kind == 0)  /* ROOT's */
+                    rc = packed_node(&pk, add->node, (Parent){-1, parent}, 0);
+                else
+                    rc = delegate_add(&pk, args[3], add, parent, ctx, &dropped);
+            }
+            Py_DECREF(parent);
+            Py_XDECREF(ctx);
+        }
+        if (rc == 0 && deferred == npending) {  /* parents this process never saw: unknown ancestry */
+            for (Py_ssize_t j = 0; rc == 0 && j < npending; j++)
+                rc = delegate_add(&pk, args[3], &adds[pending[j]], Py_None, Py_None, &dropped);
+            break;
+        }
+        npending = deferred;
+    }
+    if (rc == 0 && dropped) {
+        PyObject *header = array_header(a.len - dropped);
+        rc = header == NULL ? -1 : add_splice(&pk, 0, header_end, header);
+        Py_XDECREF(header);
+    }
+    if (rc == 0) {
+        qsort(pk.splices, (size_t)pk.nsplices, sizeof(Splice), by_start);  /* rounds went back and forth */
+        PyObject *out = spliced(&pk);
+        if (out != NULL) {
+            result = Py_BuildValue("(On)", out, pk.delegated);
+            Py_DECREF(out);
+        }
+    }
+    for (Py_ssize_t i = 0; adds != NULL && i < nadds; i++)
+        Py_XDECREF(adds[i].parent_id);
+    PyMem_Free(adds);
+    PyMem_Free(pending);
+    Py_XDECREF(memo);
+    walk_clear(&pk.w);
     drop_splices(&pk, 0);
     PyMem_Free(pk.splices);
     PyMem_Free(pk.spans);
@@ -2415,6 +2744,10 @@ static PyMethodDef methods[] = {
      "Walker._add_round(pending, kept) for walker: returns the adds whose parent is not mirrored."},
     {"walk_packed", (PyCFunction)(void (*)(void))walk_packed, METH_FASTCALL,
      "walk_packed(walker, event, delegate) -> (event, nodes delegated): Walker.event for a packed full snapshot."},
+    {"cut_adds", (PyCFunction)cut_adds, METH_O,
+     "cut_adds(event) -> (event with data.adds nil, adds) or None: a packed mutation's adds, cut out."},
+    {"walk_packed_adds", (PyCFunction)(void (*)(void))walk_packed_adds, METH_FASTCALL,
+     "walk_packed_adds(walker, adds, delegate, delegate_add) -> (adds, nodes delegated) or None: Walker._adds for packed adds."},
     {"forget_subtrees", (PyCFunction)(void (*)(void))forget_subtrees, METH_FASTCALL,
      "forget_subtrees(nodes, leaves, stack): SessionMirror._detach's loop."},
     {"configure", configure, METH_VARARGS, "configure(Node, EMPTY, STRUCTURAL, URL_ATTRIBUTES, CONTEXT_TAGS, FIELD_TAGS)"},

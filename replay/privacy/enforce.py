@@ -44,7 +44,7 @@ from replay.privacy.mirror import Node, SessionMirror
 from replay.privacy.policy import MaskingPolicy
 from replay.privacy.urls import decoded, split_url
 from replay.privacy.walk import (CUSTOM, FORM_EDITABLE, FULL_SNAPSHOT, INCREMENTAL, INPUT, LOG, META, MUTATION,
-                                 PLUGIN, Rules, Walker, rules_for)
+                                 PLUGIN, Rules, Walker, cut_adds, rules_for)
 
 FIXED_MASK = "********"
 _SIZE = re.compile(r"(?:^|;)\s*(width|height)\s*:\s*([0-9.]+(?:px|em|rem|%|vh|vw))", re.I)
@@ -93,7 +93,13 @@ def enforce_packed(policy: MaskingPolicy, mirror: SessionMirror, events: list[An
         if kind == FULL_SNAPSHOT and (masked := walker.packed_full_snapshot(events[i])) is not None:
             events[i] = masked  # only data.node changes: the fields summarize reads stay as they are
         elif data is not None and (data.get("source") in _READ_SOURCES if kind == INCREMENTAL else kind in _READ_TYPES):
-            decoded = msgspec.msgpack.decode(events[i])
+            # A mutation's adds (most of its bytes) stay packed: the C walk reads them (cut_adds).
+            cut = cut_adds(events[i]) if kind == INCREMENTAL and data.get("source") == MUTATION else None
+            if cut is not None:
+                decoded = msgspec.msgpack.decode(cut[0])
+                decoded["data"]["adds"] = msgspec.Raw(cut[1])
+            else:
+                decoded = msgspec.msgpack.decode(events[i])
             walker.event(decoded)
             events[i] = msgspec.msgpack.encode(decoded)
             fields[i] = decoded

@@ -63,15 +63,24 @@ if _native_walk is not None:
 native_walk = _native_walk.walk if _native_walk is not None else None
 native_add_round = _native_walk.add_round if _native_walk is not None else None
 native_walk_packed = _native_walk.walk_packed if _native_walk is not None else None
+native_walk_packed_adds = _native_walk.walk_packed_adds if _native_walk is not None else None
 _mirror.use_native_forget(_native_walk.forget_subtrees if _native_walk is not None else None)
+
+
+def cut_adds(event: bytes | msgspec.Raw) -> tuple[bytes, bytes] | None:
+    """A packed mutation event's adds cut out: (the event with ``data.adds`` nil, the adds), or None
+    (no adds, or the C walk is not built). Give the decoded event ``data["adds"] = msgspec.Raw(adds)``:
+    Walker.event walks them packed."""
+    return _native_walk.cut_adds(event) if native_walk_packed_adds is not None else None
 
 
 def use_native_walk(enabled: bool) -> bool:
     """Run Walker._walk's loop and the PII prefilter in C (when built) or in Python; True: C runs."""
-    global native_walk, native_add_round, native_walk_packed
+    global native_walk, native_add_round, native_walk_packed, native_walk_packed_adds
     native_walk = _native_walk.walk if enabled and _native_walk is not None else None
     native_add_round = _native_walk.add_round if native_walk is not None else None
     native_walk_packed = _native_walk.walk_packed if native_walk is not None else None
+    native_walk_packed_adds = _native_walk.walk_packed_adds if native_walk is not None else None
     _mirror.use_native_forget(_native_walk.forget_subtrees if native_walk is not None else None)
     _detectors.use_native_prefilter(native_walk is not None)
     return native_walk is not None
@@ -489,6 +498,8 @@ class Walker:
             if len(kept) != len(removes):
                 data["removes"] = kept
         adds = data.get("adds")
+        if isinstance(adds, msgspec.Raw):  # cut out packed by enforce_packed (cut_adds)
+            adds = self._packed_adds(data, adds)
         if isinstance(adds, list) and adds:
             self._adds(data, adds)
         texts = data.get("texts")
@@ -515,6 +526,31 @@ class Walker:
         if len(kept) != len(adds):
             order = {id(a): i for i, a in enumerate(adds)}
             data["adds"] = sorted(kept, key=lambda a: order[id(a)])
+
+    def _packed_adds(self, data: dict[str, Any], adds: msgspec.Raw) -> Any:
+        """``_adds`` on packed adds, in C (``walk_packed_adds``): None when done, else the adds
+        decoded for ``_adds`` (a parentId only Python reads right, or the C walk turned off)."""
+        if native_walk_packed_adds is not None:
+            done = native_walk_packed_adds(self, adds, self._walk_packed_subtree, self._walk_packed_add)
+            if done is not None:
+                masked, _ = done
+                if masked is not adds:
+                    data["adds"] = msgspec.Raw(masked)
+                return None
+        decoded = data["adds"] = msgspec.msgpack.decode(adds)
+        return decoded
+
+    def _walk_packed_add(self, packed: bytes, parent: Node | None, ctx: Ctx | None) -> bytes | None:
+        """``walk_packed_adds``' delegate for an add it cannot walk from ROOT: ``_add_under`` (parent
+        None: unknown ancestry); the add's bytes, or None when it is dropped."""
+        item = msgspec.msgpack.decode(packed)
+        kept: list[Any] = []
+        if parent is None:
+            self._walk(item["node"], None, self._unknown)
+            kept.append(item)
+        else:
+            self._add_under(item, parent, ctx, kept)
+        return msgspec.msgpack.encode(item) if kept else None
 
     def _add_round(self, pending: list[dict[str, Any]], kept: list[Any]) -> list[dict[str, Any]]:
         """The adds whose parent is mirrored, in order (into ``kept``); returns the others (what is

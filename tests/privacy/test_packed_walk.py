@@ -351,7 +351,11 @@ _class_values = st.sampled_from(["rr-block", "rr-mask", "x rr-block", "plain", "
 _mutation = st.fixed_dictionaries({
     "source": st.just(0),
     "removes": st.lists(st.fixed_dictionaries({"parentId": _ids, "id": _ids}), max_size=4),
-    "adds": st.lists(st.fixed_dictionaries({"parentId": _ids, "nextId": st.none(), "node": _small_pages}), max_size=3),
+    "adds": st.lists(st.one_of(
+        st.fixed_dictionaries({"parentId": _ids, "nextId": st.none(), "node": _small_pages}),
+        st.fixed_dictionaries({"parentId": st.one_of(_ids, _odd_scalars, st.just(2 ** 64 - 1)),
+                               "node": st.one_of(_small_pages, _odd_scalars)}),
+        _odd_scalars), max_size=3),
     "texts": st.lists(st.fixed_dictionaries({"id": _ids, "value": st.sampled_from(["jane@example.com", "words"])}),
                       max_size=2),
     "attributes": st.lists(st.fixed_dictionaries({"id": _ids, "attributes": st.dictionaries(
@@ -484,3 +488,95 @@ def test_scripts_the_c_walk_cannot_vouch_for_are_masked_alike(policy, children):
              "attributes": [{"id": 10, "attributes": {"class": "rr-block"}}]}  # what it showed is removed
     events = [{"type": 2, "timestamp": 1, "data": {"node": tree}}, {"type": 3, "timestamp": 2, "data": block}]
     assert packed(POLICIES[policy], events, batch=1) == ordinary(POLICIES[policy], events, batch=1)
+
+
+# -- a mutation's adds, walked on their msgpack (cut_adds, walk_packed_adds) ---------------------
+
+def _div(i, kids=(), cls="c", tag="div", **attrs):
+    return {"type": 2, "id": i, "tagName": tag, "attributes": {"class": cls, **attrs}, "childNodes": list(kids)}
+
+
+def _mutated(*parts: dict[str, Any]) -> list[dict[str, Any]]:
+    """A page (2 holds 3 under a mask selector, 4 under a block selector, 5 plain), then one
+    mutation event per part."""
+    page = {"type": 0, "id": 1, "childNodes": [_div(2, [_div(3, cls="rr-mask"), _div(4, cls="rr-block"), _div(5)])]}
+    events = [{"type": 2, "timestamp": 1, "data": {"node": page}}]
+    return events + [{"type": 3, "timestamp": 2 + i, "data": {"source": 0, "removes": [], "adds": [], "texts": [],
+                                                              "attributes": []} | part} for i, part in enumerate(parts)]
+
+
+@pytest.fixture
+def packed_adds(monkeypatch):
+    """Each walk_packed_adds call's nodes delegated (None: it declined), the real function running."""
+    seen: list[int | None] = []
+    real = walk.native_walk_packed_adds
+
+    def spy(*args):
+        out = real(*args)
+        seen.append(None if out is None else out[1])
+        return out
+
+    monkeypatch.setattr(walk, "native_walk_packed_adds", spy)
+    return seen
+
+
+def _data(event: bytes) -> dict[str, Any]:
+    return msgspec.msgpack.decode(event)["data"]
+
+
+def test_added_nodes_are_walked_on_their_msgpack_without_python(packed_adds):
+    """Under a snapshot's row, under an added Node, and a child listed before its parent (placed in
+    the next round): mirrored as Nodes, nothing handed to Python, bytes as they came."""
+    adds = [{"parentId": 21, "nextId": None, "node": _div(22, [{"type": 3, "id": 23, "textContent": "words"}])},
+            {"parentId": 5, "nextId": None, "node": _div(20, [_div(21)])},
+            {"parentId": 2, "nextId": 5, "node": {"type": 3, "id": 24, "textContent": "more words"}}]
+    events = _mutated({"adds": adds})
+    got = packed(POLICIES["default"], events, batch=2)
+    assert got == ordinary(POLICIES["default"], events, batch=2)
+    assert packed_adds == [0]
+    assert got[0][1] == pack(events[1])
+    nodes, leaves = got[2][0], got[2][1]
+    assert nodes[20][2] == 5 and nodes[21][2] == 20 and nodes[22][2] == 21 and leaves == leaves | {23: 22, 24: 2}
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("adds, check", [
+    # under a mask selector: text masked (Walker._add_under)
+    ([{"parentId": 3, "node": {"type": 3, "id": 30, "textContent": "Secret words"}}],
+     lambda d: "Secret" not in str(d["adds"])),
+    # under a blocked element: dropped, the array's count with it
+    ([{"parentId": 4, "node": _div(30)}, {"parentId": 5, "node": _div(31)}], lambda d: [a["node"]["id"] for a in d["adds"]] == [31]),
+    # a parent nobody mirrors: unknown ancestry, text masked
+    ([{"parentId": 99, "node": {"type": 3, "id": 30, "textContent": "Secret words"}}],
+     lambda d: "Secret" not in str(d["adds"])),
+    # what the C walk hands to Python from ROOT: an input's value, a detector's match
+    ([{"parentId": 5, "node": _div(30, [_div(31, tag="input", value="Hunter2x"),
+                                        {"type": 3, "id": 32, "textContent": "jane.doe@example.com"}])}],
+     lambda d: "Hunter2x" not in str(d["adds"]) and "jane.doe" not in str(d["adds"])),
+    # no adds: dropped; seventeen adds become fifteen (a three-byte array header becomes one byte)
+    ([{"parentId": 5, "node": _div(30 + i)} for i in range(15)] + ["no add", {"parentId": 5}],
+     lambda d: len(d["adds"]) == 15),
+    # ids Python reads its own way: True is 1, 1.0 is no id, 2**64 - 1 no row holds
+    ([{"parentId": True, "node": _div(30)}, {"parentId": 1.0, "node": _div(31)}, {"parentId": 2, "node": "x"}],
+     lambda d: [a["parentId"] for a in d["adds"]] == [True, 1.0]),
+    ([{"parentId": 2 ** 64 - 1, "node": _div(30)}, {"parentId": 5, "node": _div(31)}],
+     lambda d: len(d["adds"]) == 2),
+    # an id the snapshot gave (a node moved): its row is killed, the Node replaces it
+    ([{"parentId": 2, "node": _div(5, [_div(3)])}, {"parentId": 3, "node": {"type": 3, "id": 30, "textContent": "ok"}}],
+     lambda d: "ok" in str(d["adds"])),
+], ids=["masked-parent", "blocked-parent", "unknown-parent", "python-nodes", "dropped", "odd-parent-ids",
+        "huge-parent-id", "moved"])
+def test_adds_the_c_walk_cannot_walk_from_root_are_masked_alike(policy, adds, check, packed_adds):
+    events = _mutated({"adds": adds}, {"texts": [{"id": 30, "value": "Secret again"}],
+                                       "attributes": [{"id": 4, "attributes": {"class": "plain"}}]})
+    got = packed(POLICIES[policy], events, batch=1)
+    assert got == ordinary(POLICIES[policy], events, batch=1)
+    assert packed_adds and (policy != "default" or check(_data(got[0][1])))
+
+
+def test_every_mutation_with_adds_of_a_real_recording_is_walked_packed(packed_adds):
+    events = load_recording(RECORDINGS[-1])
+    with_adds = sum(1 for e in events if e["type"] == 3 and e["data"].get("source") == 0 and e["data"].get("adds"))
+    got = packed(POLICIES["default"], events)
+    assert got == ordinary(POLICIES["default"], events)
+    assert with_adds and len(packed_adds) == with_adds and None not in packed_adds
