@@ -94,6 +94,9 @@ class SessionMirror:
         # "name:pw" / "id:pw" of inputs that were ever passwords: a show-password widget that swaps
         # the element for a new type=text input keeps the name, and the new input stays masked.
         self.password_keys: set[str] = set()
+        # Whether any element of this mirror was marked BLOCKED (since the last full snapshot):
+        # without one, no node is under a blocked element and the walker need not ask.
+        self.has_blocked = False
         self.full_snapshots = 0
         self.touched = time.monotonic()
         # The walker's memos (element -> inherited context, selector results), kept from batch to
@@ -110,6 +113,7 @@ class SessionMirror:
         self.nodes.clear()
         self.leaves.clear()
         self.table = None
+        self.has_blocked = False
         self.forget_memos()
         self.full_snapshots += 1
 

@@ -330,6 +330,12 @@ class Walker:
             memo[n] = ctx
         return ctx
 
+    def _blocked(self, node: Node) -> bool:
+        """Whether ``node`` is blocked or under a blocked element (a mirrored node)."""
+        # Only an element marked BLOCKED blocks: most windows have none, and then no context
+        # needs working out (after a full snapshot, that is a climb to the root per question).
+        return self.mirror.has_blocked and self._ctx_of(node).blocked
+
     @cached_property
     def _unknown(self) -> Ctx:
         return Ctx(False, self.rules.unknown_text_masked, None, "unknown")
@@ -385,6 +391,7 @@ class Walker:
         sink = self.sink
         if self._block_selectors is not None and not ctx.blocked and self._block_selectors.matches(node, self._smemo):
             node.flags |= BLOCKED
+            self.mirror.has_blocked = True
             if sink.drops_blocked:
                 self._register(sn.get("childNodes"), node)
                 sink.blocked(node, sn)
@@ -487,10 +494,10 @@ class Walker:
                     leaf, parent = mirror.leaf_parent(item.get("id"))
                     if leaf:
                         mirror.remove_leaf(item["id"])
-                        if sink.drops_blocked and parent is not None and self._ctx_of(parent).blocked:
+                        if sink.drops_blocked and parent is not None and self._blocked(parent):
                             continue
                 elif node is not None:
-                    if sink.drops_blocked and node.parent is not None and self._ctx_of(node.parent).blocked:
+                    if sink.drops_blocked and node.parent is not None and self._blocked(node.parent):
                         mirror.remove(node)
                         continue
                     mirror.remove(node)
@@ -607,7 +614,7 @@ class Walker:
             attrs: dict[str, Any] = item["attributes"]
             node = mirror.get(item.get("id"))
             if node is not None:
-                if self._ctx_of(node).blocked:
+                if self._blocked(node):
                     if sink.drops_blocked:
                         continue
                     sink.blocked(_blocked_root(node), None)
@@ -643,6 +650,7 @@ class Walker:
     def _now_blocked(self, data: dict[str, Any], node: Node) -> None:
         """An attribute change made ``node`` match a block selector: drop what it already shows."""
         node.flags |= BLOCKED
+        self.mirror.has_blocked = True
         if not self.sink.drops_blocked:
             self.sink.blocked(node, None)
             return

@@ -171,6 +171,32 @@ def test_element_that_starts_matching_a_block_selector_loses_its_children() -> N
     assert mutation["removes"] == [{"parentId": 17, "id": 18}]  # its IBAN text node
 
 
+@pytest.mark.parametrize("when", ["snapshot", "attribute change"])
+def test_changes_inside_a_blocked_element_are_dropped(when: str) -> None:
+    """Whether blocked in the snapshot or by a later class change, what happens inside the element
+    (attributes, removes, texts, adds) is not recorded; outside it, it is."""
+    policy = MaskingPolicy(block_selectors=[".secret"])
+
+    def div(i: int, kids: list[Any] = (), cls: str = "c") -> dict[str, Any]:
+        return {"type": 2, "id": i, "tagName": "div", "attributes": {"class": cls}, "childNodes": list(kids)}
+
+    text = {"type": 3, "id": 5, "textContent": "Quartzsecret"}
+    page = {"type": 0, "id": 1, "childNodes": [div(2, [div(3, [div(4, [text]), div(6)], cls="secret" if when == "snapshot" else "c"), div(7)])]}
+    events: list[Any] = [{"type": 2, "timestamp": 1, "data": {"node": page}}]
+    if when == "attribute change":
+        events.append(_mutation(2, attributes=[{"id": 3, "attributes": {"class": "secret"}}]))
+    events.append(_mutation(3, attributes=[{"id": 4, "attributes": {"data-x": "Quartzsecret"}},
+                                           {"id": 7, "attributes": {"data-x": "shown"}}],
+                            removes=[{"parentId": 3, "id": 6}, {"parentId": 2, "id": 7}],
+                            texts=[{"id": 5, "value": "Quartzsecret"}],
+                            adds=[{"parentId": 4, "nextId": None, "node": div(8)}, {"parentId": 2, "nextId": None, "node": div(9)}]))
+    last = enforce(events, policy)[-1]["data"]
+    assert last["attributes"] == [{"id": 7, "attributes": {"data-x": "shown"}}]
+    assert last["removes"] == [{"parentId": 2, "id": 7}]
+    assert last["texts"] == [] and [a["node"]["id"] for a in last["adds"]] == [9]
+    assert "Quartzsecret" not in json.dumps(last)
+
+
 def _input_page(attrs: dict[str, str]) -> list[dict[str, Any]]:
     node = {"type": 0, "id": 1, "childNodes": [{"type": 2, "id": 2, "tagName": "html", "attributes": {},
              "childNodes": [{"type": 2, "id": 3, "tagName": "body", "attributes": {}, "childNodes": [
