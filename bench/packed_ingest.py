@@ -87,7 +87,7 @@ def ordinary(body: bytes) -> tuple[bytes, object]:
 def packed(body: bytes) -> tuple[bytes, object]:
     envelope = packed_ingest.read_envelope(body, limits.max_events)
     out = packed_ingest.read_events(envelope, limits)
-    enforce_packed(policy, mirror(envelope.session_id + envelope.window_id), out.events, out.fields)
+    enforce_packed(policy, mirror(envelope.session_id + envelope.window_id), out.events, out.fields, out.spans)
     return codec.join_packed_items(envelope.window_id, out.events), summarize(out.fields)
 
 

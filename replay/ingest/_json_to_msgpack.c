@@ -19,7 +19,9 @@
  * in DATA_FIELDS; each copied byte for byte, anything that is not a map copied whole). Reading the
  * heads gives exactly the fields reading each whole event as an _EventHead gives, without skipping
  * the events' trees twice (cutting them, then skipping data.node to reach the fields): 9% of a
- * masked upload's instructions (bench/RESULTS.md, ninth pass).
+ * masked upload's instructions (bench/RESULTS.md, ninth pass). And per event of many containers,
+ * where each container starts and ends (event_spans): the masking walk skips subtrees with them
+ * instead of reading each event once more to find them (twelfth pass).
  *
  * Containers are written with a 5-byte placeholder header and their count recorded; one final
  * copy writes each with the smallest header, as msgspec does. Untrusted input: every read is
@@ -36,6 +38,8 @@
 
 typedef struct {
     size_t pos;     /* offset of the placeholder in out */
+    size_t end;     /* one past its last byte in out (set when it closes) */
+    size_t after;   /* containers opened before it closed: the index of the first one after it */
     uint32_t count; /* items (arrays) or pairs (maps) */
     uint8_t map;
 } Container;
@@ -565,6 +569,12 @@ static int open_container(T *t, int map, size_t *index) {
     return 0;
 }
 
+static inline void close_container(T *t, size_t box, uint32_t count) {
+    t->boxes[box].count = count;
+    t->boxes[box].end = t->len;
+    t->boxes[box].after = t->nboxes;
+}
+
 /* Right after a container's opening bracket: whether it closes at once (and consume it). */
 static int empty(T *t, unsigned char close) {
     skip_ws(t);
@@ -598,8 +608,10 @@ static int array(T *t, int depth, int role) {
     uint32_t count = 0;
     if (role == R_EVENTS)
         t->events_found = 1;
-    if (empty(t, ']'))
+    if (empty(t, ']')) {
+        close_container(t, box, 0);
         return 0;
+    }
     int more;
     do {
         if (role == R_EVENTS && t->nmarks == t->max_marks) {
@@ -627,7 +639,7 @@ static int array(T *t, int depth, int role) {
     } while (more > 0);
     if (more < 0)
         return -1;
-    t->boxes[box].count = count;
+    close_container(t, box, count);
     return 0;
 }
 
@@ -641,8 +653,10 @@ static int object(T *t, int depth, int role) {
         t->marks[t->cur].data_is_map = 1;
     size_t keys[MAX_KEYS]; /* where each key's msgpack str starts, to find duplicates */
     uint32_t count = 0;
-    if (empty(t, '}'))
+    if (empty(t, '}')) {
+        close_container(t, box, 0);
         return 0;
+    }
     int more;
     do {
         skip_ws(t);
@@ -707,7 +721,7 @@ static int object(T *t, int depth, int role) {
     } while (more > 0);
     if (more < 0)
         return -1;
-    t->boxes[box].count = count;
+    close_container(t, box, count);
     return 0;
 }
 
@@ -853,9 +867,38 @@ static size_t write_head(const EventMark *m, const unsigned char *bytes, unsigne
     return n;
 }
 
-/* (envelope with events nil, [event bytes], heads) from a finished transcode with events found. */
+/* The spans of the non-empty containers of the event at out[from:to] (box: a cursor over the
+ * containers, moved to the event's first): native Py_ssize_t (start, end) pairs from the event's
+ * first byte, in the order they open, as _native_walk's build_spans finds them reading the event.
+ * None for an event of fewer than SPANS_MIN (the walk finds a small event's spans cheaply). */
+#define SPANS_MIN 32
+static PyObject *event_spans(const T *t, const Positions *ps, size_t *box, size_t from, size_t to) {
+    while (*box < t->nboxes && t->boxes[*box].pos < from)
+        (*box)++;
+    size_t first = *box, n = 0;
+    for (size_t k = first; k < t->nboxes && t->boxes[k].pos < to; k++)
+        n += t->boxes[k].count != 0;
+    if (n < SPANS_MIN)
+        return Py_NewRef(Py_None);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * 2 * sizeof(Py_ssize_t)));
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t *o = (Py_ssize_t *)PyBytes_AS_STRING(out);
+    size_t base = from - ps->shrunk[first]; /* final_pos(from) */
+    for (size_t k = first; k < t->nboxes && t->boxes[k].pos < to; k++) {
+        const Container *c = &t->boxes[k];
+        if (c->count == 0)
+            continue;
+        *o++ = (Py_ssize_t)(c->pos - ps->shrunk[k] - base);
+        *o++ = (Py_ssize_t)(c->end - ps->shrunk[c->after] - base);
+    }
+    return out;
+}
+
+/* (envelope with events nil, [event bytes], heads, [event spans]) from a finished transcode with
+ * events found. */
 static PyObject *cut(T *t) {
-    PyObject *envelope = NULL, *events = NULL, *heads = NULL, *result = NULL;
+    PyObject *envelope = NULL, *events = NULL, *heads = NULL, *spans = NULL, *result = NULL;
     size_t total = final_size(t);
     unsigned char *bytes = PyMem_Malloc(total ? total : 1);
     Positions ps = {t, PyMem_Malloc((t->nboxes + 1) * sizeof(size_t))};
@@ -867,6 +910,15 @@ static PyObject *cut(T *t) {
     ps.shrunk[0] = 0;
     for (size_t i = 0; i < t->nboxes; i++)
         ps.shrunk[i + 1] = ps.shrunk[i] + (size_t)(PLACEHOLDER - container_header_size(&t->boxes[i]));
+    spans = PyList_New((Py_ssize_t)t->nmarks);
+    if (spans == NULL)
+        goto done;
+    for (size_t i = 0, box = 0; i < t->nmarks; i++) {  /* from the marks' positions in out, before they change */
+        PyObject *one = event_spans(t, &ps, &box, t->marks[i].whole.from, t->marks[i].whole.to);
+        if (one == NULL)
+            goto done;
+        PyList_SET_ITEM(spans, (Py_ssize_t)i, one);
+    }
     Span ev = t->events;
     final_span(&ps, &ev);
     size_t heads_size = 5;
@@ -909,8 +961,9 @@ static PyObject *cut(T *t) {
     heads = PyBytes_FromStringAndSize((const char *)h, (Py_ssize_t)at);
     PyMem_Free(h);
     if (heads != NULL)
-        result = PyTuple_Pack(3, envelope, events, heads);
+        result = PyTuple_Pack(4, envelope, events, heads, spans);
 done:
+    Py_XDECREF(spans);
     Py_XDECREF(envelope);
     Py_XDECREF(events);
     Py_XDECREF(heads);
@@ -973,7 +1026,7 @@ static PyMethodDef methods[] = {
     {"transcode", (PyCFunction)(void (*)(void))transcode, METH_FASTCALL,
      "transcode(data, max_depth) -> bytes | None: JSON to the msgpack msgspec would write, or None."},
     {"transcode_upload", (PyCFunction)(void (*)(void))transcode_upload, METH_FASTCALL,
-     "transcode_upload(data, max_depth, max_events) -> (envelope, events, heads) | bytes | None: transcode, "
+     "transcode_upload(data, max_depth, max_events) -> (envelope, events, heads, spans) | bytes | None: transcode, "
      "the events cut (bytes when there are more than max_events)."},
     {NULL, NULL, 0, NULL},
 };

@@ -16,6 +16,8 @@ class PackedEvents:
 
     events: list[Any]  # msgspec.Raw or bytes: anything bytes.join takes
     fields: list[dict[str, Any]]
+    # Per event, the spans of its containers the packer found (or None): see enforce_packed.
+    spans: list[bytes | None] | None = None
 
 
 @dataclass

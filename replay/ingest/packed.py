@@ -59,6 +59,9 @@ class NativeEnvelope:
     # The transcoder's heads of the events (msgpack: per event a map of the fields _EventHead reads),
     # or None: then each event is read for them (split_events).
     heads: bytes | None = None
+    # Per event, where its containers start and end as the transcoder wrote them (bytes; None for
+    # a small event): the masking walk's, so that it need not find them again (enforce_packed).
+    spans: list[bytes | None] | None = None
 
     def get(self, name: str) -> Any:  # read like the decoded dict of the ordinary path
         return getattr(self, name)
@@ -100,15 +103,15 @@ def read_envelope(body: bytes, max_events: int) -> NativeEnvelope | None:
     if out is None:
         return None
     if isinstance(out, tuple):  # an object with an events array: cut by the transcoder
-        packed, events, heads = out
+        packed, events, heads, spans = out
     else:
-        packed, events, heads = out, None, None
+        packed, events, heads, spans = out, None, None, None
     try:
         wire = _envelope.decode(packed)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None  # not an object: the ordinary path says what is wrong
     return NativeEnvelope(wire.token, wire.session_id, wire.window_id, wire.distinct_id, wire.batch_id,
-                          wire.events if events is None else events, heads)
+                          wire.events if events is None else events, heads, spans)
 
 
 def read_events(envelope: NativeEnvelope, limits: Limits) -> PackedEvents | None:
@@ -139,7 +142,7 @@ def packed_events(envelope: NativeEnvelope) -> PackedEvents | None:
         if type(head) is not dict or len(head) != 3 or type(head["timestamp"]) is not int \
                 or (head["data"] is not None and type(head["data"]) is not dict):
             return None
-    return PackedEvents(events=envelope.events, fields=heads)
+    return PackedEvents(events=envelope.events, fields=heads, spans=envelope.spans)
 
 
 def split_events(events: list[Any]) -> PackedEvents | None:

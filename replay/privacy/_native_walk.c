@@ -1603,6 +1603,7 @@ typedef struct {
      * table every level would re-read the subtree below it. */
     Span *spans;
     Py_ssize_t nspans, hint;
+    Py_buffer given;  /* the spans the packer found (given.obj NULL: built here, spans owned) */
 } Packed;
 
 /* One pass over the event: checks it is one well-formed msgpack value and fills pk->spans. */
@@ -1658,6 +1659,37 @@ done:
 nomemory:
     PyErr_NoMemory();
     goto done;
+}
+
+/* The spans the packer found for this event (_json_to_msgpack's event_spans: native Py_ssize_t
+ * pairs), used in place of build_spans' after a check that they are ordered and inside the event:
+ * the bytes and their spans come from one transcode, so the event need not be read once more to
+ * find them. None: build them. 0, -1 error. */
+static int given_spans(Packed *pk, PyObject *spans) {
+    if (spans == Py_None)
+        return build_spans(pk);
+    if (PyObject_GetBuffer(spans, &pk->given, PyBUF_SIMPLE) < 0)
+        return -1;
+    Py_ssize_t n = pk->given.len / (Py_ssize_t)sizeof(Span);
+    const Span *s = pk->given.buf;
+    int ok = pk->given.len % (Py_ssize_t)sizeof(Span) == 0 && ((uintptr_t)s % _Alignof(Span)) == 0;
+    for (Py_ssize_t i = 0; ok && i < n; i++)
+        ok = s[i].start >= (i ? s[i - 1].start + 1 : 0) && s[i].end > s[i].start && s[i].end <= pk->n;
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "walk_packed: spans that are not the event's");
+        return -1;
+    }
+    pk->spans = (Span *)s;
+    pk->nspans = n;
+    return 0;
+}
+
+static void release_spans(Packed *pk) {
+    if (pk->given.obj != NULL)
+        PyBuffer_Release(&pk->given);
+    else
+        PyMem_Free(pk->spans);
+    pk->spans = NULL;
 }
 
 /* Reads the value at *pos: its header into v, *pos moved past the whole value (a container's end
@@ -2245,8 +2277,8 @@ static PyObject *spliced(Packed *pk) {
 }
 
 static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "walk_packed(walker, event, delegate)");
+    if (nargs != 3 && nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "walk_packed(walker, event, delegate, spans=None)");
         return NULL;
     }
     if (!configured())
@@ -2261,7 +2293,7 @@ static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t
     pk.n = view.len;
     PyObject *result = NULL;
     Py_ssize_t pos = 0;
-    if (build_spans(&pk) < 0)
+    if (given_spans(&pk, nargs == 4 ? args[3] : Py_None) < 0)
         goto done;
     int found = packed_field(&pk, &pos, "data");
     if (found > 0)
@@ -2306,9 +2338,24 @@ static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t
 done:
     drop_splices(&pk, 0);
     PyMem_Free(pk.splices);
-    PyMem_Free(pk.spans);
+    release_spans(&pk);
     PyBuffer_Release(&view);
     return result;
+}
+
+/* spans_of(event) -> bytes: build_spans' table for a packed value (what the packer's spans must equal). */
+static PyObject *spans_of(PyObject *module, PyObject *event) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(event, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Packed pk = {0};
+    pk.b = (const unsigned char *)view.buf;
+    pk.n = view.len;
+    PyObject *out = build_spans(&pk) < 0 ? NULL
+                    : PyBytes_FromStringAndSize((const char *)pk.spans, pk.nspans * (Py_ssize_t)sizeof(Span));
+    PyMem_Free(pk.spans);
+    PyBuffer_Release(&view);
+    return out;
 }
 
 /* ---- a mutation's added nodes, packed ----------------------------------------------------------
@@ -2743,7 +2790,8 @@ static PyMethodDef methods[] = {
     {"add_round", (PyCFunction)(void (*)(void))add_round, METH_FASTCALL,
      "Walker._add_round(pending, kept) for walker: returns the adds whose parent is not mirrored."},
     {"walk_packed", (PyCFunction)(void (*)(void))walk_packed, METH_FASTCALL,
-     "walk_packed(walker, event, delegate) -> (event, nodes delegated): Walker.event for a packed full snapshot."},
+     "walk_packed(walker, event, delegate, spans=None) -> (event, nodes delegated): Walker.event for a packed full snapshot."},
+    {"spans_of", (PyCFunction)spans_of, METH_O, "spans_of(event) -> bytes: where each non-empty container starts and ends."},
     {"cut_adds", (PyCFunction)cut_adds, METH_O,
      "cut_adds(event) -> (event with data.adds nil, adds) or None: a packed mutation's adds, cut out."},
     {"walk_packed_adds", (PyCFunction)(void (*)(void))walk_packed_adds, METH_FASTCALL,

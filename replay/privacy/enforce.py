@@ -76,21 +76,24 @@ def _enforcing_walker(policy: MaskingPolicy, mirror: SessionMirror) -> Walker:
     return Walker(rules, mirror, Enforcer(rules))
 
 
-def enforce_packed(policy: MaskingPolicy, mirror: SessionMirror, events: list[Any], fields: list[Any]) -> list[Any]:
+def enforce_packed(policy: MaskingPolicy, mirror: SessionMirror, events: list[Any], fields: list[Any],
+                   spans: list[Any] | None = None) -> list[Any]:
     """``enforce_events`` for events packed one by one (msgpack, as ``ingest/packed.py`` reads them).
 
     In place, as ``enforce_events``: ``events[i]`` becomes the masked event's bytes, and
     ``fields[i]`` (what ``summarize`` reads of it) the masked event when it was decoded. Full
     snapshots are masked on their packed form (the C walk: no Python object per node); other events
-    the walker reads are decoded, masked and packed again; the rest (mouse, scroll...) stay as
-    they came. Returns ``events``.
+    the walker reads are decoded, masked and packed again (a mutation's adds excepted: walked
+    packed); the rest (mouse, scroll...) stay as they came. ``spans[i]``, when given, is where
+    ``events[i]``'s containers start and end as the packer wrote them (``PackedEvents.spans``).
+    Returns ``events``.
     """
     if not policy.enforce:
         return events
     walker = _enforcing_walker(policy, mirror)
     for i, head in enumerate(fields):
         kind, data = head["type"], head["data"]
-        if kind == FULL_SNAPSHOT and (masked := walker.packed_full_snapshot(events[i])) is not None:
+        if kind == FULL_SNAPSHOT and (masked := walker.packed_full_snapshot(events[i], spans[i] if spans else None)) is not None:
             events[i] = masked  # only data.node changes: the fields summarize reads stay as they are
         elif data is not None and (data.get("source") in _READ_SOURCES if kind == INCREMENTAL else kind in _READ_TYPES):
             # A mutation's adds (most of its bytes) stay packed: the C walk reads them (cut_adds).

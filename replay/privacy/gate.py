@@ -51,7 +51,7 @@ class PolicyGate:
                 mirror = self.mirrors.get(key, mirror_attributes(policy))
                 packed = batch.packed
                 if packed is not None:
-                    work = functools.partial(enforce_packed, policy, mirror, packed.events, packed.fields)
+                    work = functools.partial(enforce_packed, policy, mirror, packed.events, packed.fields, packed.spans)
                     heads = packed.fields
                 else:
                     work = functools.partial(enforce_events, policy, mirror, batch.events)

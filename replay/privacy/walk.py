@@ -265,13 +265,14 @@ class Walker:
         elif kind in (CUSTOM, PLUGIN):
             self._free(data, "custom event" if kind == CUSTOM else "plugin event")
 
-    def packed_full_snapshot(self, event: bytes | msgspec.Raw) -> bytes | msgspec.Raw | None:
+    def packed_full_snapshot(self, event: bytes | msgspec.Raw, spans: bytes | None = None) -> bytes | msgspec.Raw | None:
         """``event`` (a full snapshot, packed as msgpack) with the policy applied (``event`` itself when
         nothing changed), the mirror updated as ``event()`` updates it; None when the C walk is not
-        built (decode and call ``event``)."""
+        built (decode and call ``event``). ``spans``: where its containers start and end, from the
+        packer that wrote it (``PackedEvents.spans``), or None."""
         if native_walk_packed is None:
             return None
-        masked, _ = native_walk_packed(self, event, self._walk_packed_subtree)
+        masked, _ = native_walk_packed(self, event, self._walk_packed_subtree, spans)
         return masked
 
     def _walk_packed_subtree(self, packed: bytes, parent: Node | None) -> bytes:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from array import array
 from typing import Any
 
 import msgspec
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -580,3 +582,58 @@ def test_every_mutation_with_adds_of_a_real_recording_is_walked_packed(packed_ad
     got = packed(POLICIES["default"], events)
     assert got == ordinary(POLICIES["default"], events)
     assert with_adds and len(packed_adds) == with_adds and None not in packed_adds
+
+
+# -- the spans the packer found (PackedEvents.spans), used instead of reading each event again -----
+
+def _read(events: list[dict[str, Any]]):
+    from replay.ingest import packed as packed_ingest
+    envelope = packed_ingest.read_envelope(orjson.dumps({"token": "t", "events": events}), 10_000)
+    return packed_ingest.packed_events(envelope)
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_snapshots_walked_with_the_packers_spans_are_masked_alike(policy):
+    events = load_recording(RECORDINGS[-1])
+    runs = []
+    for use_spans in (True, False):
+        part = _read(events)
+        assert part.spans and any(s is not None for s in part.spans)
+        mirror = SessionMirror(mirror_attributes(POLICIES[policy]))
+        enforce_packed(POLICIES[policy], mirror, part.events, part.fields, part.spans if use_spans else None)
+        runs.append(([bytes(e) for e in part.events], mirror_state(mirror)))
+    assert runs[0] == runs[1]
+    assert runs[0][0] == ordinary(POLICIES[policy], events, batch=len(events))[0]
+
+
+def test_spans_that_are_not_the_events_are_refused():
+    """Out of order, past the event's end, cut short: refused. One missing: refused where the walk
+    needs it, never a different result."""
+    snapshot = {"type": 2, "timestamp": 1, "data": {"node": _PAGE_WITH_LINKS}}
+    event = pack(snapshot)
+    spans = walk._native_walk.spans_of(event)
+    rules = walk.rules_for(POLICIES["default"])
+    right = ordinary(POLICIES["default"], [snapshot])[0][0]
+
+    def walked_with(given: bytes) -> bytes:
+        mirror = SessionMirror(mirror_attributes(POLICIES["default"]))
+        walker = walk.Walker(rules, mirror, Enforcer(rules))
+        return walk.native_walk_packed(walker, event, walker._walk_packed_subtree, given)[0]
+
+    ints = list(memoryview(spans).cast("q"))
+    for bad in (array("q", ints[2:] + ints[:2]).tobytes(), array("q", [ints[0], len(event) + 1] + ints[2:]).tobytes(),
+                spans[:-1]):
+        with pytest.raises(ValueError):
+            walked_with(bad)
+    refused = 0
+    for i in range(0, len(ints), 2):
+        try:
+            assert walked_with(array("q", ints[:i] + ints[i + 2:]).tobytes()) == right
+        except ValueError:
+            refused += 1
+    assert refused and walked_with(spans) == right
+
+
+_PAGE_WITH_LINKS = {"type": 0, "id": 1, "childNodes": [_div(2, [
+    {"type": 2, "id": 3, "tagName": "a", "attributes": {"href": "https://x.test/?token=abc"}, "childNodes": []},
+    {"type": 3, "id": 4, "textContent": "jane.doe@example.com"}, _div(5, [_div(6)])])]}
