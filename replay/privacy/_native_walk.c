@@ -2361,7 +2361,7 @@ static PyObject *spans_of(PyObject *module, PyObject *event) {
 /* ---- a mutation's added nodes, packed ----------------------------------------------------------
  * A mutation's adds are most of its bytes (whole sections of a page at a time). enforce_packed cuts
  * them out of the event (cut_adds), so that only the rest is decoded for Walker._mutation, which
- * hands the adds, still packed, to walk_packed_adds where Walker._adds would run.
+ * hands the adds, still packed, to walk_packed_adds where Walker._adds would run (walk.PackedAdds).
  *
  * walk_packed_adds does what Walker._adds does, in the same order: rounds over the adds whose
  * parent is mirrored (the others wait for a later round, as a parent may come in a later add), and
@@ -2372,18 +2372,24 @@ static PyObject *spans_of(PyObject *module, PyObject *event) {
  * ``delegate_add(item_bytes, parent, ctx)`` (Walker._add_under; parent and ctx None: unknown
  * ancestry), which returns its bytes, or None when the add is dropped. */
 
-/* cut_adds(event) -> (event with data.adds nil, adds) or None: the adds of a packed mutation event
- * (an array, not empty), cut out. The last key of a name counts, as in a decoded dict. */
-static PyObject *cut_adds(PyObject *module, PyObject *event) {
+/* cut_adds(event, spans=None) -> (event with data.adds nil, adds, the adds' spans) or None: the adds
+ * of a packed mutation event (an array, not empty), cut out, with where their containers start and
+ * end (from the packer's spans of the event when given, else found here), for walk_packed_adds.
+ * The last key of a name counts, as in a decoded dict. */
+static PyObject *cut_adds(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 1 && nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cut_adds(event, spans=None)");
+        return NULL;
+    }
     Py_buffer view;
-    if (PyObject_GetBuffer(event, &view, PyBUF_SIMPLE) < 0)
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     Packed pk = {0};
     pk.b = (const unsigned char *)view.buf;
     pk.n = view.len;
     PyObject *result = NULL;
     Py_ssize_t pos = 0;
-    if (build_spans(&pk) < 0)
+    if (given_spans(&pk, nargs == 2 ? args[1] : Py_None) < 0)
         goto done;
     int found = packed_field(&pk, &pos, "data");
     if (found > 0)
@@ -2399,20 +2405,27 @@ static PyObject *cut_adds(PyObject *module, PyObject *event) {
         result = Py_NewRef(Py_None);
         goto done;
     }
+    Py_ssize_t first = pk.hint, last = first;  /* pk_next left the hint at the adds' own span */
+    while (last < pk.nspans && pk.spans[last].start < end)
+        last++;
     PyObject *rest = PyBytes_FromStringAndSize(NULL, pk.n - (end - pos) + 1);
-    if (rest != NULL) {
+    PyObject *cut = PyBytes_FromStringAndSize((const char *)pk.b + pos, end - pos);
+    PyObject *spans = PyBytes_FromStringAndSize(NULL, (last - first) * (Py_ssize_t)sizeof(Span));
+    if (rest != NULL && cut != NULL && spans != NULL) {
         char *o = PyBytes_AS_STRING(rest);
         memcpy(o, pk.b, (size_t)pos);
         o[pos] = (char)0xc0;  /* nil */
         memcpy(o + pos + 1, pk.b + end, (size_t)(pk.n - end));
-        PyObject *cut = PyBytes_FromStringAndSize((const char *)pk.b + pos, end - pos);
-        if (cut != NULL)
-            result = PyTuple_Pack(2, rest, cut);
-        Py_XDECREF(cut);
-        Py_DECREF(rest);
+        Span *to = (Span *)PyBytes_AS_STRING(spans);
+        for (Py_ssize_t i = first; i < last; i++)
+            to[i - first] = (Span){pk.spans[i].start - pos, pk.spans[i].end - pos};
+        result = PyTuple_Pack(3, rest, cut, spans);
     }
+    Py_XDECREF(rest);
+    Py_XDECREF(cut);
+    Py_XDECREF(spans);
 done:
-    PyMem_Free(pk.spans);
+    release_spans(&pk);
     PyBuffer_Release(&view);
     return result;
 }
@@ -2514,11 +2527,12 @@ static int delegate_add(Packed *pk, PyObject *fn, const PackedAdd *add, PyObject
     return rc;
 }
 
-/* walk_packed_adds(walker, adds, delegate, delegate_add) -> (adds, nodes delegated), or None when an
- * add has a parentId only Python reads right (the caller decodes the adds then). */
+/* walk_packed_adds(walker, adds, delegate, delegate_add, spans=None) -> (adds, nodes delegated), or None
+ * when an add has a parentId only Python reads right (the caller decodes the adds then). spans: what
+ * cut_adds found for them. */
 static PyObject *walk_packed_adds(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "walk_packed_adds(walker, adds, delegate, delegate_add)");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "walk_packed_adds(walker, adds, delegate, delegate_add, spans=None)");
         return NULL;
     }
     if (!configured())
@@ -2536,7 +2550,7 @@ static PyObject *walk_packed_adds(PyObject *module, PyObject *const *args, Py_ss
     PackedAdd *adds = NULL;
     Py_ssize_t *pending = NULL, nadds = 0, dropped = 0, pos = 0;
     MpValue a;
-    int rc = build_spans(&pk);
+    int rc = given_spans(&pk, nargs == 5 ? args[4] : Py_None);
     if (rc == 0 && (mp_head(pk.b, pk.n, &pos, &a) < 0 || a.type != MP_ARRAY)) {
         PyErr_SetString(PyExc_ValueError, "walk_packed_adds: adds must be a msgpack array");
         rc = -1;
@@ -2635,7 +2649,7 @@ static PyObject *walk_packed_adds(PyObject *module, PyObject *const *args, Py_ss
     walk_clear(&pk.w);
     drop_splices(&pk, 0);
     PyMem_Free(pk.splices);
-    PyMem_Free(pk.spans);
+    release_spans(&pk);
     PyBuffer_Release(&view);
     return result;
 }
@@ -2792,8 +2806,8 @@ static PyMethodDef methods[] = {
     {"walk_packed", (PyCFunction)(void (*)(void))walk_packed, METH_FASTCALL,
      "walk_packed(walker, event, delegate, spans=None) -> (event, nodes delegated): Walker.event for a packed full snapshot."},
     {"spans_of", (PyCFunction)spans_of, METH_O, "spans_of(event) -> bytes: where each non-empty container starts and ends."},
-    {"cut_adds", (PyCFunction)cut_adds, METH_O,
-     "cut_adds(event) -> (event with data.adds nil, adds) or None: a packed mutation's adds, cut out."},
+    {"cut_adds", (PyCFunction)(void (*)(void))cut_adds, METH_FASTCALL,
+     "cut_adds(event, spans=None) -> (event with data.adds nil, adds, their spans) or None: a packed mutation's adds, cut out."},
     {"walk_packed_adds", (PyCFunction)(void (*)(void))walk_packed_adds, METH_FASTCALL,
      "walk_packed_adds(walker, adds, delegate, delegate_add) -> (adds, nodes delegated) or None: Walker._adds for packed adds."},
     {"forget_subtrees", (PyCFunction)(void (*)(void))forget_subtrees, METH_FASTCALL,

@@ -67,11 +67,22 @@ native_walk_packed_adds = _native_walk.walk_packed_adds if _native_walk is not N
 _mirror.use_native_forget(_native_walk.forget_subtrees if _native_walk is not None else None)
 
 
-def cut_adds(event: bytes | msgspec.Raw) -> tuple[bytes, bytes] | None:
+@dataclass(frozen=True, slots=True)
+class PackedAdds:
+    """A mutation's adds left packed (``cut_adds``), in the decoded event's ``data["adds"]``:
+    Walker.event walks them in C and puts their masked bytes there (a ``msgspec.Raw``)."""
+
+    adds: bytes
+    spans: bytes  # where their containers start and end
+
+
+def cut_adds(event: bytes | msgspec.Raw, spans: bytes | None = None) -> tuple[bytes, PackedAdds] | None:
     """A packed mutation event's adds cut out: (the event with ``data.adds`` nil, the adds), or None
-    (no adds, or the C walk is not built). Give the decoded event ``data["adds"] = msgspec.Raw(adds)``:
-    Walker.event walks them packed."""
-    return _native_walk.cut_adds(event) if native_walk_packed_adds is not None else None
+    (no adds, or the C walk is not built). ``spans``: the event's, from the packer, or None."""
+    if native_walk_packed_adds is None:
+        return None
+    cut = _native_walk.cut_adds(event, spans)
+    return None if cut is None else (cut[0], PackedAdds(cut[1], cut[2]))
 
 
 def use_native_walk(enabled: bool) -> bool:
@@ -506,7 +517,7 @@ class Walker:
             if len(kept) != len(removes):
                 data["removes"] = kept
         adds = data.get("adds")
-        if isinstance(adds, msgspec.Raw):  # cut out packed by enforce_packed (cut_adds)
+        if isinstance(adds, PackedAdds):  # cut out packed by enforce_packed (cut_adds)
             adds = self._packed_adds(data, adds)
         if isinstance(adds, list) and adds:
             self._adds(data, adds)
@@ -535,17 +546,17 @@ class Walker:
             order = {id(a): i for i, a in enumerate(adds)}
             data["adds"] = sorted(kept, key=lambda a: order[id(a)])
 
-    def _packed_adds(self, data: dict[str, Any], adds: msgspec.Raw) -> Any:
-        """``_adds`` on packed adds, in C (``walk_packed_adds``): None when done, else the adds
-        decoded for ``_adds`` (a parentId only Python reads right, or the C walk turned off)."""
+    def _packed_adds(self, data: dict[str, Any], adds: PackedAdds) -> Any:
+        """``_adds`` on packed adds, in C (``walk_packed_adds``): None when done (their bytes in
+        ``data["adds"]``), else the adds decoded there for ``_adds`` (a parentId only Python reads
+        right, or the C walk turned off)."""
         if native_walk_packed_adds is not None:
-            done = native_walk_packed_adds(self, adds, self._walk_packed_subtree, self._walk_packed_add)
+            done = native_walk_packed_adds(self, adds.adds, self._walk_packed_subtree, self._walk_packed_add,
+                                           adds.spans)
             if done is not None:
-                masked, _ = done
-                if masked is not adds:
-                    data["adds"] = msgspec.Raw(masked)
+                data["adds"] = msgspec.Raw(done[0])
                 return None
-        decoded = data["adds"] = msgspec.msgpack.decode(adds)
+        decoded = data["adds"] = msgspec.msgpack.decode(adds.adds)
         return decoded
 
     def _walk_packed_add(self, packed: bytes, parent: Node | None, ctx: Ctx | None) -> bytes | None:
