@@ -4,7 +4,10 @@
 # inserted (msgpack type bytes among them) or cut anywhere, or their trees changed before packing (odd
 # ids, types, names and values, bin and ext among them), must be masked or refused with an error, and
 # never read or write out of bounds, nor may removes, moves and re-adds against the mirror's rows after
-# it. Unchanged snapshots must come out as the decoded walk masks them.
+# it. Unchanged snapshots must come out as the decoded walk masks them. The same for a mutation's adds
+# walked packed after the snapshot (cut_adds, walk_packed_adds: their subtrees added under random
+# parents, and their bytes changed), and for spans given in place of the walk's own (the packer's:
+# here some dropped, moved or swapped).
 # PYTHONMALLOC=malloc: every Python bytes object gets its own allocation, so ASan sees a read past its end.
 #   scripts/fuzz_walk_packed.sh [SEED] [CASES]     (needs gcc and ./scripts/setup --test first)
 set -euo pipefail
@@ -17,7 +20,7 @@ gcc -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omi
   replay/privacy/_native_walk.c -o "$build/_native_walk$suffix"
 PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
   .venv/bin/python - "$build/_native_walk$suffix" "${1:-0}" "${2:-3000}" <<'PY'
-import importlib.util, random, sys
+import array, importlib.util, random, sys
 path, seed, cases = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 # The sanitized build stands in for the installed one before the walk loads it.
 spec = importlib.util.spec_from_file_location("replay.privacy._native_walk", path)
@@ -97,17 +100,71 @@ def changed(tree):
     return tree
 
 
+def subtrees(tree):
+    out, stack = [], [tree]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            out.append(n)
+            stack.extend(c for c in (n.get("childNodes") or []) if isinstance(c, dict))
+    return out
+
+
+def added(w, tree):
+    """A mutation adding a few of ``tree``'s subtrees under random ids, its adds walked packed."""
+    adds = [rng.choice([{"parentId": rng.randrange(0, 80), "nextId": None, "node": rng.choice(subtrees(tree))},
+                        rng.choice(odd)]) for _ in range(rng.randrange(1, 6))]
+    event = msgspec.msgpack.encode({"type": 3, "timestamp": 1, "data": {"source": 0, "removes": [], "texts": [],
+                                                                        "attributes": [], "adds": adds}})
+    cut = walk.cut_adds(event if rng.random() < 0.7 else mutated(rng, event, tokens))
+    if cut is not None:
+        if rng.random() < 0.3:
+            cut = (cut[0], walk.PackedAdds(mutated(rng, cut[1].adds, tokens), cut[1].spans))
+        decoded = msgspec.msgpack.decode(cut[0])
+        decoded["data"]["adds"] = cut[1]
+        w.event(decoded)
+
+
+def odd_spans(s):
+    """The walk's own spans of ``s`` with a few dropped, moved or swapped."""
+    ints = list(memoryview(module.spans_of(s)).cast("q"))
+    for _ in range(rng.randrange(1, 4)):
+        if len(ints) < 4:
+            break
+        i = rng.randrange(0, len(ints) // 2) * 2
+        action = rng.random()
+        if action < 0.4:
+            del ints[i:i + 2]
+        elif action < 0.8:
+            ints[i + rng.randrange(2)] += rng.choice([-2, -1, 1, 2])
+        else:
+            j = rng.randrange(0, len(ints) // 2) * 2
+            ints[i:i + 2], ints[j:j + 2] = ints[j:j + 2], ints[i:i + 2]
+    return array.array("q", ints).tobytes()
+
+
 for i in range(cases):
     if i % 2:
         event = rng.choice(snapshots)
-        s = msgspec.msgpack.encode({**event, "data": {**event["data"], "node": changed(event["data"]["node"])}})
+        tree = changed(event["data"]["node"])
+        s = msgspec.msgpack.encode({**event, "data": {**event["data"], "node": tree}})
         try:
             w = walker()
             w.packed_full_snapshot(s)
             mutate_mirror(w.mirror)
+            added(w, tree)
             masked += 1
-        except (ValueError, TypeError, AttributeError, RecursionError, msgspec.DecodeError):
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError, msgspec.DecodeError):
             refused += 1  # Python's own error, as the decoded walk raises on such a tree
+        continue
+    if i % 8 == 2:
+        s = rng.choice(seeds)
+        try:
+            w = walker()
+            module.walk_packed(w, s, w._walk_packed_subtree, odd_spans(s))
+            masked += 1
+        except ValueError:
+            refused += 1
         continue
     s = rng.choice(seeds)
     if i % 4 == 0:

@@ -1522,8 +1522,8 @@ static int mp_head_any(const unsigned char *b, Py_ssize_t n, Py_ssize_t *pos, Mp
 }
 
 /* Reads the header of the value at *pos into v and moves *pos past the header (past the payload for
- * str/bin/ext); -1 malformed. The one-byte forms that make up most of a snapshot (short strings,
- * small ints, small maps and arrays) inline, the rest in mp_head_any. */
+ * str/bin/ext); -1 malformed. The forms that make up most of a snapshot (strings under 256 bytes,
+ * ints under 65536, small maps and arrays) inline, the rest in mp_head_any. */
 static inline __attribute__((always_inline)) int mp_head(const unsigned char *b, Py_ssize_t n, Py_ssize_t *pos,
                                                          MpValue *v) {
     Py_ssize_t p = *pos;
@@ -1544,6 +1544,22 @@ static inline __attribute__((always_inline)) int mp_head(const unsigned char *b,
             v->type = c < 0x90 ? MP_MAP : MP_ARRAY, v->start = p, v->overflow = 0, v->len = c & 0x0f;
             *pos = p + 1;
             return 0;
+        } else if (c == 0xd9) {  /* str 8: text and class names of 32 to 255 bytes */
+            if (p + 2 <= n) {
+                Py_ssize_t len = b[p + 1];
+                if (len <= n - p - 2) {
+                    v->type = MP_STR, v->start = p, v->overflow = 0, v->len = len, v->data = p + 2;
+                    *pos = p + 2 + len;
+                    return 0;
+                }
+            }
+        } else if (c == 0xcc || c == 0xcd) {  /* uint 8 and 16: node ids past 127 */
+            Py_ssize_t size = c == 0xcc ? 1 : 2;
+            if (p + 1 + size <= n) {
+                v->type = MP_INT, v->start = p, v->overflow = 0, v->i = c == 0xcc ? b[p + 1] : (long long)be16(b + p + 1);
+                *pos = p + 1 + size;
+                return 0;
+            }
         }
     }
     return mp_head_any(b, n, pos, v);
@@ -2634,7 +2650,8 @@ static PyObject *walk_packed_adds(PyObject *module, PyObject *const *args, Py_ss
         Py_XDECREF(header);
     }
     if (rc == 0) {
-        qsort(pk.splices, (size_t)pk.nsplices, sizeof(Splice), by_start);  /* rounds went back and forth */
+        if (pk.nsplices > 1)  /* rounds went back and forth */
+            qsort(pk.splices, (size_t)pk.nsplices, sizeof(Splice), by_start);
         PyObject *out = spliced(&pk);
         if (out != NULL) {
             result = Py_BuildValue("(On)", out, pk.delegated);

@@ -144,7 +144,10 @@ def test_a_snapshot_without_a_tree_changes_nothing():
 
 
 @pytest.mark.parametrize("data", [b"", b"\x81\xa4data", b"\x92\x01", b"\xc1", b"\x81\xa4data\x80\x00",
-                                  b"\x81\xa4data\x81\xa4node\x81\xa2id\xdb\xff\xff\xff\xff"])
+                                  b"\x81\xa4data\x81\xa4node\x81\xa2id\xdb\xff\xff\xff\xff",
+                                  # headers read inline: str 8 and uint 8/16 cut short
+                                  b"\x81\xa4data\x81\xa4node\x81\xa2id\xd9", b"\x81\xa4data\x81\xa4node\x81\xa2id\xd9\x05ab",
+                                  b"\x81\xa4data\x81\xa4node\x81\xa2id\xcd\x01", b"\x81\xa4data\x81\xa4node\x81\xa2id\xcc"])
 def test_malformed_bytes_raise_before_anything_changes(data):
     rules = walk.rules_for(POLICIES["default"])
     mirror = SessionMirror(mirror_attributes(POLICIES["default"]))
