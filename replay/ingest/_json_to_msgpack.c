@@ -55,6 +55,7 @@ typedef struct {
 
 typedef struct {
     Span whole;
+    size_t boxes_from, boxes_to; /* the containers of the event: boxes[boxes_from:boxes_to] */
     uint8_t is_map, nkeys, data_slot, data_is_map, ndata;
     Span keys[HEAD_KEYS]; /* from a key's first byte to its value's end */
     size_t data_value;    /* where data's value starts */
@@ -627,9 +628,11 @@ static int array(T *t, int depth, int role) {
             if (new_mark(t) < 0)
                 return -1;
             t->marks[t->cur].whole.from = t->len;
+            t->marks[t->cur].boxes_from = t->nboxes;
             if (value(t, depth + 1, R_EVENT) < 0)
                 return -1;
             t->marks[t->cur].whole.to = t->len;
+            t->marks[t->cur].boxes_to = t->nboxes;
         } else if (value(t, depth + 1, R_NONE) < 0) {
             return -1;
         }
@@ -867,32 +870,96 @@ static size_t write_head(const EventMark *m, const unsigned char *bytes, unsigne
     return n;
 }
 
-/* The spans of the non-empty containers of the event at out[from:to] (box: a cursor over the
- * containers, moved to the event's first): native Py_ssize_t (start, end) pairs from the event's
- * first byte, in the order they open, as _native_walk's build_spans finds them reading the event.
- * None for an event of fewer than SPANS_MIN (the walk finds a small event's spans cheaply). */
+/* Per event of a cut upload, where each of its non-empty containers starts and ends, made when asked
+ * (es[i]): native Py_ssize_t (start, end) pairs from the event's first byte, in the order they open,
+ * as _native_walk's build_spans finds them reading the event, so the masking walk need not; None for
+ * an event of fewer than SPANS_MIN (the walk finds a small event's spans cheaply). A project that
+ * does not mask never asks. Holds the transcode's containers and what their headers lost. */
 #define SPANS_MIN 32
-static PyObject *event_spans(const T *t, const Positions *ps, size_t *box, size_t from, size_t to) {
-    while (*box < t->nboxes && t->boxes[*box].pos < from)
-        (*box)++;
-    size_t first = *box, n = 0;
-    for (size_t k = first; k < t->nboxes && t->boxes[k].pos < to; k++)
-        n += t->boxes[k].count != 0;
-    if (n < SPANS_MIN)
+typedef struct {
+    PyObject_HEAD
+    Container *boxes;
+    size_t *shrunk;   /* as Positions.shrunk */
+    size_t *events;   /* per event: its first byte in the final bytes, its first container, one past its last */
+    Py_ssize_t n;
+} EventSpans;
+
+static Py_ssize_t EventSpans_len(EventSpans *es) { return es->n; }
+
+static PyObject *EventSpans_item(EventSpans *es, Py_ssize_t i) {
+    if (i < 0 || i >= es->n) {
+        PyErr_SetString(PyExc_IndexError, "event index out of range");
+        return NULL;
+    }
+    size_t from = es->events[3 * i], first = es->events[3 * i + 1], last = es->events[3 * i + 2];
+    if (last - first < SPANS_MIN)
         return Py_NewRef(Py_None);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n * 2 * sizeof(Py_ssize_t)));
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)((last - first) * 2 * sizeof(Py_ssize_t)));
     if (out == NULL)
         return NULL;
-    Py_ssize_t *o = (Py_ssize_t *)PyBytes_AS_STRING(out);
-    size_t base = from - ps->shrunk[first]; /* final_pos(from) */
-    for (size_t k = first; k < t->nboxes && t->boxes[k].pos < to; k++) {
-        const Container *c = &t->boxes[k];
+    Py_ssize_t *o = (Py_ssize_t *)PyBytes_AS_STRING(out), *start = o;
+    size_t base = from;
+    for (size_t k = first; k < last; k++) {
+        const Container *c = &es->boxes[k];
         if (c->count == 0)
             continue;
-        *o++ = (Py_ssize_t)(c->pos - ps->shrunk[k] - base);
-        *o++ = (Py_ssize_t)(c->end - ps->shrunk[c->after] - base);
+        *o++ = (Py_ssize_t)(c->pos - es->shrunk[k] - base);
+        *o++ = (Py_ssize_t)(c->end - es->shrunk[c->after] - base);
     }
+    if (o - start < 2 * SPANS_MIN) { /* mostly empty containers */
+        Py_DECREF(out);
+        return Py_NewRef(Py_None);
+    }
+    if (_PyBytes_Resize(&out, (Py_ssize_t)((o - start) * (Py_ssize_t)sizeof(Py_ssize_t))) < 0)
+        return NULL;
     return out;
+}
+
+static void EventSpans_dealloc(EventSpans *es) {
+    PyMem_Free(es->boxes);
+    PyMem_Free(es->shrunk);
+    PyMem_Free(es->events);
+    PyObject_Free(es);
+}
+
+static PySequenceMethods EventSpans_sequence = {
+    .sq_length = (lenfunc)EventSpans_len,
+    .sq_item = (ssizeargfunc)EventSpans_item,
+};
+
+static PyTypeObject EventSpans_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "replay.ingest._json_to_msgpack.EventSpans",
+    .tp_basicsize = sizeof(EventSpans),
+    .tp_dealloc = (destructor)EventSpans_dealloc,
+    .tp_as_sequence = &EventSpans_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Per event of a cut upload, where its containers start and end (bytes), or None for a small one.",
+};
+
+/* The EventSpans of a cut (its marks' positions final), taking the transcode's containers and ps's
+ * shrinkage. */
+static PyObject *event_spans(T *t, Positions *ps) {
+    EventSpans *es = PyObject_New(EventSpans, &EventSpans_Type);
+    if (es == NULL)
+        return NULL;
+    es->boxes = NULL;
+    es->shrunk = NULL;
+    es->n = (Py_ssize_t)t->nmarks;
+    es->events = PyMem_Malloc((t->nmarks + 1) * 3 * sizeof(size_t));
+    if (es->events == NULL) {
+        Py_DECREF(es);
+        return PyErr_NoMemory();
+    }
+    for (size_t i = 0; i < t->nmarks; i++) {
+        es->events[3 * i] = t->marks[i].whole.from;
+        es->events[3 * i + 1] = t->marks[i].boxes_from;
+        es->events[3 * i + 2] = t->marks[i].boxes_to;
+    }
+    es->boxes = t->boxes;
+    t->boxes = NULL;
+    es->shrunk = ps->shrunk;
+    ps->shrunk = NULL;
+    return (PyObject *)es;
 }
 
 /* (envelope with events nil, [event bytes], heads, [event spans]) from a finished transcode with
@@ -910,15 +977,6 @@ static PyObject *cut(T *t) {
     ps.shrunk[0] = 0;
     for (size_t i = 0; i < t->nboxes; i++)
         ps.shrunk[i + 1] = ps.shrunk[i] + (size_t)(PLACEHOLDER - container_header_size(&t->boxes[i]));
-    spans = PyList_New((Py_ssize_t)t->nmarks);
-    if (spans == NULL)
-        goto done;
-    for (size_t i = 0, box = 0; i < t->nmarks; i++) {  /* from the marks' positions in out, before they change */
-        PyObject *one = event_spans(t, &ps, &box, t->marks[i].whole.from, t->marks[i].whole.to);
-        if (one == NULL)
-            goto done;
-        PyList_SET_ITEM(spans, (Py_ssize_t)i, one);
-    }
     Span ev = t->events;
     final_span(&ps, &ev);
     size_t heads_size = 5;
@@ -961,6 +1019,8 @@ static PyObject *cut(T *t) {
     heads = PyBytes_FromStringAndSize((const char *)h, (Py_ssize_t)at);
     PyMem_Free(h);
     if (heads != NULL)
+        spans = event_spans(t, &ps);
+    if (heads != NULL)
         result = PyTuple_Pack(4, envelope, events, heads, spans);
 done:
     Py_XDECREF(spans);
@@ -993,7 +1053,12 @@ static PyObject *run(PyObject *const *args, Py_ssize_t nargs, int upload) {
     t.max_depth = max_depth > 100000 ? 100000 : (int)max_depth;
     t.max_marks = max_events > 0 ? (size_t)max_events : 0;
     PyObject *result = NULL;
-    /* The output is about as long as the input: reserve that once instead of growing. */
+    /* The output is about as long as the input: reserve that once instead of growing. So are the
+     * containers (one per ~40 bytes of a snapshot's JSON): copying them as they doubled cost more
+     * than the pages of a generous guess, which are only touched as they fill. */
+    t.capboxes = (size_t)view.len / 24 + 256;
+    if ((t.boxes = PyMem_Malloc(t.capboxes * sizeof(Container))) == NULL)
+        t.capboxes = 0;
     if (reserve(&t, (size_t)view.len + 16) == 0 && value(&t, 1, upload ? R_ENVELOPE : R_NONE) == 0) {
         skip_ws(&t);
         if (t.p == t.end)
@@ -1034,6 +1099,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_json_to_msgpack", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__json_to_msgpack(void) {
+    if (PyType_Ready(&EventSpans_Type) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

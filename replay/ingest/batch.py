@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -17,7 +18,7 @@ class PackedEvents:
     events: list[Any]  # msgspec.Raw or bytes: anything bytes.join takes
     fields: list[dict[str, Any]]
     # Per event, the spans of its containers the packer found (or None): see enforce_packed.
-    spans: list[bytes | None] | None = None
+    spans: Sequence[bytes | None] | None = None
 
 
 @dataclass

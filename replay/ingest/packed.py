@@ -16,6 +16,7 @@ stores the very same bytes or gives the error. So the two paths can only differ 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +61,8 @@ class NativeEnvelope:
     # or None: then each event is read for them (split_events).
     heads: bytes | None = None
     # Per event, where its containers start and end as the transcoder wrote them (bytes; None for
-    # a small event): the masking walk's, so that it need not find them again (enforce_packed).
-    spans: list[bytes | None] | None = None
+    # a small event; made when asked): the masking walk's, so that it need not find them again.
+    spans: Sequence[bytes | None] | None = None
 
     def get(self, name: str) -> Any:  # read like the decoded dict of the ordinary path
         return getattr(self, name)

@@ -35,6 +35,7 @@ For node ids this process has not seen (another receiver got the full snapshot),
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import msgspec
@@ -77,7 +78,7 @@ def _enforcing_walker(policy: MaskingPolicy, mirror: SessionMirror) -> Walker:
 
 
 def enforce_packed(policy: MaskingPolicy, mirror: SessionMirror, events: list[Any], fields: list[Any],
-                   spans: list[Any] | None = None) -> list[Any]:
+                   spans: Sequence[bytes | None] | None = None) -> list[Any]:
     """``enforce_events`` for events packed one by one (msgpack, as ``ingest/packed.py`` reads them).
 
     In place, as ``enforce_events``: ``events[i]`` becomes the masked event's bytes, and
