@@ -2292,21 +2292,46 @@ static PyObject *spliced(Packed *pk) {
     return out;
 }
 
+/* A walk over ``packed`` (bytes or msgspec.Raw: read in place, held, and so kept alive, until
+ * packed_close). -1 error. */
+static int packed_open(Packed *pk, PyObject *packed, PyObject *delegate, Py_buffer *view) {
+    memset(pk, 0, sizeof *pk);
+    if (PyObject_GetBuffer(packed, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    pk->event = packed;
+    pk->delegate = delegate;
+    pk->b = (const unsigned char *)view->buf;
+    pk->n = view->len;
+    return 0;
+}
+
+static void packed_close(Packed *pk, Py_buffer *view) {
+    walk_clear(&pk->w);
+    drop_splices(pk, 0);
+    PyMem_Free(pk->splices);
+    release_spans(pk);
+    PyBuffer_Release(view);
+}
+
+/* (the bytes with the walk's splices, nodes delegated), the walks' answer. */
+static PyObject *packed_result(Packed *pk) {
+    PyObject *out = spliced(pk);
+    if (out == NULL)
+        return NULL;
+    PyObject *result = Py_BuildValue("(On)", out, pk->delegated);
+    Py_DECREF(out);
+    return result;
+}
+
 static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 && nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "walk_packed(walker, event, delegate, spans=None)");
         return NULL;
     }
-    if (!configured())
+    Py_buffer view;
+    Packed pk;
+    if (!configured() || packed_open(&pk, args[1], args[2], &view) < 0)
         return NULL;
-    Py_buffer view;  /* bytes or msgspec.Raw: read in place, held (and so kept alive) until the end */
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    Packed pk = {0};
-    pk.event = args[1];
-    pk.delegate = args[2];
-    pk.b = (const unsigned char *)view.buf;
-    pk.n = view.len;
     PyObject *result = NULL;
     Py_ssize_t pos = 0;
     if (given_spans(&pk, nargs == 4 ? args[3] : Py_None) < 0)
@@ -2343,34 +2368,22 @@ static PyObject *walk_packed(PyObject *module, PyObject *const *args, Py_ssize_t
         rc = packed_node(&pk, pos, (Parent){-1, NULL}, 0);
         pk.w.table->walking = 0;
     }
-    if (rc == 0) {
-        PyObject *out = spliced(&pk);
-        if (out != NULL) {
-            result = Py_BuildValue("(On)", out, pk.delegated);
-            Py_DECREF(out);
-        }
-    }
-    walk_clear(&pk.w);
+    if (rc == 0)
+        result = packed_result(&pk);
 done:
-    drop_splices(&pk, 0);
-    PyMem_Free(pk.splices);
-    release_spans(&pk);
-    PyBuffer_Release(&view);
+    packed_close(&pk, &view);
     return result;
 }
 
 /* spans_of(event) -> bytes: build_spans' table for a packed value (what the packer's spans must equal). */
 static PyObject *spans_of(PyObject *module, PyObject *event) {
     Py_buffer view;
-    if (PyObject_GetBuffer(event, &view, PyBUF_SIMPLE) < 0)
+    Packed pk;
+    if (packed_open(&pk, event, NULL, &view) < 0)
         return NULL;
-    Packed pk = {0};
-    pk.b = (const unsigned char *)view.buf;
-    pk.n = view.len;
     PyObject *out = build_spans(&pk) < 0 ? NULL
                     : PyBytes_FromStringAndSize((const char *)pk.spans, pk.nspans * (Py_ssize_t)sizeof(Span));
-    PyMem_Free(pk.spans);
-    PyBuffer_Release(&view);
+    packed_close(&pk, &view);
     return out;
 }
 
@@ -2398,11 +2411,9 @@ static PyObject *cut_adds(PyObject *module, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    Packed pk;
+    if (packed_open(&pk, args[0], NULL, &view) < 0)
         return NULL;
-    Packed pk = {0};
-    pk.b = (const unsigned char *)view.buf;
-    pk.n = view.len;
     PyObject *result = NULL;
     Py_ssize_t pos = 0;
     if (given_spans(&pk, nargs == 2 ? args[1] : Py_None) < 0)
@@ -2441,8 +2452,7 @@ static PyObject *cut_adds(PyObject *module, PyObject *const *args, Py_ssize_t na
     Py_XDECREF(cut);
     Py_XDECREF(spans);
 done:
-    release_spans(&pk);
-    PyBuffer_Release(&view);
+    packed_close(&pk, &view);
     return result;
 }
 
@@ -2551,17 +2561,11 @@ static PyObject *walk_packed_adds(PyObject *module, PyObject *const *args, Py_ss
         PyErr_SetString(PyExc_TypeError, "walk_packed_adds(walker, adds, delegate, delegate_add, spans=None)");
         return NULL;
     }
-    if (!configured())
-        return NULL;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0)
+    Packed pk;
+    if (!configured() || packed_open(&pk, args[1], args[2], &view) < 0)
         return NULL;
-    Packed pk = {0};
-    pk.event = args[1];
-    pk.delegate = args[2];
     pk.nodes_mode = 1;
-    pk.b = (const unsigned char *)view.buf;
-    pk.n = view.len;
     PyObject *result = NULL, *memo = NULL;
     PackedAdd *adds = NULL;
     Py_ssize_t *pending = NULL, nadds = 0, dropped = 0, pos = 0;
@@ -2652,22 +2656,14 @@ static PyObject *walk_packed_adds(PyObject *module, PyObject *const *args, Py_ss
     if (rc == 0) {
         if (pk.nsplices > 1)  /* rounds went back and forth */
             qsort(pk.splices, (size_t)pk.nsplices, sizeof(Splice), by_start);
-        PyObject *out = spliced(&pk);
-        if (out != NULL) {
-            result = Py_BuildValue("(On)", out, pk.delegated);
-            Py_DECREF(out);
-        }
+        result = packed_result(&pk);
     }
     for (Py_ssize_t i = 0; adds != NULL && i < nadds; i++)
         Py_XDECREF(adds[i].parent_id);
     PyMem_Free(adds);
     PyMem_Free(pending);
     Py_XDECREF(memo);
-    walk_clear(&pk.w);
-    drop_splices(&pk, 0);
-    PyMem_Free(pk.splices);
-    release_spans(&pk);
-    PyBuffer_Release(&view);
+    packed_close(&pk, &view);
     return result;
 }
 
