@@ -2,7 +2,8 @@
 # Fuzz replay/ingest/_json_to_msgpack.c under AddressSanitizer and UBSan: mutated real recordings
 # and uploads (inserted quotes, escapes, brackets, invalid UTF-8, cut anywhere) must be packed to the
 # very bytes msgspec writes for orjson's parse, or declined, and cut (transcode_upload) into exactly
-# the envelope, events and heads msgspec reads from those bytes; never read or write out of bounds.
+# the envelope, events and heads msgspec reads from those bytes, and the spans of each event's
+# containers the masking walk would find; never read or write out of bounds.
 # PYTHONMALLOC=malloc: every Python bytes object gets its own allocation, so ASan sees a read past its end.
 #   scripts/fuzz_json_to_msgpack.sh [SEED] [CASES]     (needs gcc and ./scripts/setup --test first)
 set -euo pipefail
@@ -20,10 +21,12 @@ build, seed, cases = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 sys.path[:0] = [build, "tests"]
 import _json_to_msgpack
 from harness import RECORDINGS, load_recording, mutated
+from replay.privacy._native_walk import spans_of  # the walk's own reading of an event's containers
 
 seeds = [orjson.dumps(load_recording(p)) for p in RECORDINGS]
 seeds += [orjson.dumps({"token": "t", "window_id": "w", "events": load_recording(p)[i:i + 20]})
           for p in RECORDINGS for i in (0, 40)]
+seeds += [orjson.dumps({"token": "t", "events": load_recording(p)}) for p in RECORDINGS]  # big events: spans
 tokens = [b'"', b'\\', b'\\u', b'\\ud800', b'\\udc00', b'{', b'}', b'[', b']', b',', b':', b'\xff', b'\xc3',
           b'\xed\xa0\x80', b'\xf4\x90', b'1e999', b'-', b'0', b'.', b'e', b'\x00', b' ']
 rng = random.Random(seed)
@@ -44,10 +47,13 @@ def check(text: bytes, depth: int) -> None:
         assert upload == out
         return
     uploads_cut += 1
-    envelope, events, heads = upload
+    envelope, events, heads, spans = upload
     whole = msgspec.msgpack.decode(out)
     assert msgspec.msgpack.decode(envelope) == {**whole, "events": None}
     assert events == [msgspec.msgpack.encode(e) for e in whole["events"]]
+    for event, given in zip(events, spans, strict=True):  # where each container starts and ends
+        found = spans_of(event)
+        assert given == (found if len(found) >= 32 * 16 else None)
     for event, head in zip(whole["events"], msgspec.msgpack.decode(heads), strict=True):
         if not isinstance(event, dict):
             assert head == event
@@ -58,13 +64,14 @@ def check(text: bytes, depth: int) -> None:
         assert head == want
 
 
-for _ in range(cases):
+for i in range(cases):
     s = rng.choice(seeds)
-    if len(s) > 4000:
+    if len(s) > 4000 and i % 20:  # now and then a whole upload: events of many containers, their spans
         start = rng.randrange(len(s) - 2000)
         s = s[start:start + rng.randrange(1, 2000)]
     check(mutated(rng, s, tokens), rng.choice([2, 16, 256]))
 for text in seeds:
+    check(text, 256)
     for cut in range(0, min(len(text), 3000), 7):
         check(text[:cut], 256)
 print(f"{cases} mutated inputs and every cut of the recordings: no sanitizer report; {packed} packed, all exact; "

@@ -94,12 +94,12 @@ def enforce_packed(policy: MaskingPolicy, mirror: SessionMirror, events: list[An
     walker = _enforcing_walker(policy, mirror)
     for i, head in enumerate(fields):
         kind, data = head["type"], head["data"]
-        if kind == FULL_SNAPSHOT and (masked := walker.packed_full_snapshot(events[i], spans[i] if spans else None)) is not None:
+        where = spans[i] if spans else None
+        if kind == FULL_SNAPSHOT and (masked := walker.packed_full_snapshot(events[i], where)) is not None:
             events[i] = masked  # only data.node changes: the fields summarize reads stay as they are
         elif data is not None and (data.get("source") in _READ_SOURCES if kind == INCREMENTAL else kind in _READ_TYPES):
             # A mutation's adds (most of its bytes) stay packed: the C walk reads them (cut_adds).
-            cut = cut_adds(events[i], spans[i] if spans else None) \
-                if kind == INCREMENTAL and data.get("source") == MUTATION else None
+            cut = cut_adds(events[i], where) if kind == INCREMENTAL and data.get("source") == MUTATION else None
             if cut is not None:
                 decoded = msgspec.msgpack.decode(cut[0])
                 decoded["data"]["adds"] = cut[1]

@@ -276,7 +276,8 @@ class Walker:
         elif kind in (CUSTOM, PLUGIN):
             self._free(data, "custom event" if kind == CUSTOM else "plugin event")
 
-    def packed_full_snapshot(self, event: bytes | msgspec.Raw, spans: bytes | None = None) -> bytes | msgspec.Raw | None:
+    def packed_full_snapshot(self, event: bytes | msgspec.Raw,
+                             spans: bytes | None = None) -> bytes | msgspec.Raw | None:
         """``event`` (a full snapshot, packed as msgpack) with the policy applied (``event`` itself when
         nothing changed), the mirror updated as ``event()`` updates it; None when the C walk is not
         built (decode and call ``event``). ``spans``: where its containers start and end, from the

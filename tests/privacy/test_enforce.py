@@ -181,7 +181,8 @@ def test_changes_inside_a_blocked_element_are_dropped(when: str) -> None:
         return {"type": 2, "id": i, "tagName": "div", "attributes": {"class": cls}, "childNodes": list(kids)}
 
     text = {"type": 3, "id": 5, "textContent": "Quartzsecret"}
-    page = {"type": 0, "id": 1, "childNodes": [div(2, [div(3, [div(4, [text]), div(6)], cls="secret" if when == "snapshot" else "c"), div(7)])]}
+    blocked = div(3, [div(4, [text]), div(6)], cls="secret" if when == "snapshot" else "c")
+    page = {"type": 0, "id": 1, "childNodes": [div(2, [blocked, div(7)])]}
     events: list[Any] = [{"type": 2, "timestamp": 1, "data": {"node": page}}]
     if when == "attribute change":
         events.append(_mutation(2, attributes=[{"id": 3, "attributes": {"class": "secret"}}]))
@@ -189,7 +190,8 @@ def test_changes_inside_a_blocked_element_are_dropped(when: str) -> None:
                                            {"id": 7, "attributes": {"data-x": "shown"}}],
                             removes=[{"parentId": 3, "id": 6}, {"parentId": 2, "id": 7}],
                             texts=[{"id": 5, "value": "Quartzsecret"}],
-                            adds=[{"parentId": 4, "nextId": None, "node": div(8)}, {"parentId": 2, "nextId": None, "node": div(9)}]))
+                            adds=[{"parentId": 4, "nextId": None, "node": div(8)},
+                                  {"parentId": 2, "nextId": None, "node": div(9)}]))
     last = enforce(events, policy)[-1]["data"]
     assert last["attributes"] == [{"id": 7, "attributes": {"data-x": "shown"}}]
     assert last["removes"] == [{"parentId": 2, "id": 7}]

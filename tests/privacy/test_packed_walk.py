@@ -146,8 +146,8 @@ def test_a_snapshot_without_a_tree_changes_nothing():
 @pytest.mark.parametrize("data", [b"", b"\x81\xa4data", b"\x92\x01", b"\xc1", b"\x81\xa4data\x80\x00",
                                   b"\x81\xa4data\x81\xa4node\x81\xa2id\xdb\xff\xff\xff\xff",
                                   # headers read inline: str 8 and uint 8/16 cut short
-                                  b"\x81\xa4data\x81\xa4node\x81\xa2id\xd9", b"\x81\xa4data\x81\xa4node\x81\xa2id\xd9\x05ab",
-                                  b"\x81\xa4data\x81\xa4node\x81\xa2id\xcd\x01", b"\x81\xa4data\x81\xa4node\x81\xa2id\xcc"])
+                                  *(b"\x81\xa4data\x81\xa4node\x81\xa2id" + cut
+                                    for cut in (b"\xd9", b"\xd9\x05ab", b"\xcd\x01", b"\xcc"))])
 def test_malformed_bytes_raise_before_anything_changes(data):
     rules = walk.rules_for(POLICIES["default"])
     mirror = SessionMirror(mirror_attributes(POLICIES["default"]))
@@ -550,7 +550,8 @@ def test_added_nodes_are_walked_on_their_msgpack_without_python(packed_adds):
     ([{"parentId": 3, "node": {"type": 3, "id": 30, "textContent": "Secret words"}}],
      lambda d: "Secret" not in str(d["adds"])),
     # under a blocked element: dropped, the array's count with it
-    ([{"parentId": 4, "node": _div(30)}, {"parentId": 5, "node": _div(31)}], lambda d: [a["node"]["id"] for a in d["adds"]] == [31]),
+    ([{"parentId": 4, "node": _div(30)}, {"parentId": 5, "node": _div(31)}],
+     lambda d: [a["node"]["id"] for a in d["adds"]] == [31]),
     # a parent nobody mirrors: unknown ancestry, text masked
     ([{"parentId": 99, "node": {"type": 3, "id": 30, "textContent": "Secret words"}}],
      lambda d: "Secret" not in str(d["adds"])),
