@@ -1315,6 +1315,28 @@ static PyObject *ctx_of(Walk *w, PyObject *memo, PyObject *node) {
     return ctx;
 }
 
+/* SessionMirror.get(id) for an int id: a new reference, or NULL (none; or an error). */
+static PyObject *mirrored(Walk *w, PyObject *id) {
+    PyObject *node = PyDict_GetItemWithError(w->nodes, id);
+    if (node == NULL && !PyErr_Occurred()) {
+        int32_t r = table_row(w->table, 0, id);
+        if (r >= 0)
+            node = table_node(w->table, r);
+    }
+    return Py_XNewRef(node);
+}
+
+/* Walker._memo (elements' inherited contexts, which ctx_of reads and fills): a new reference, or NULL. */
+static PyObject *walker_memo(PyObject *walker) {
+    PyObject *memo = PyObject_GetAttr(walker, s_memo);
+    if (memo != NULL && !PyDict_Check(memo)) {
+        Py_DECREF(memo);
+        PyErr_SetString(PyExc_TypeError, "Walker._memo must be a dict");
+        return NULL;
+    }
+    return memo;
+}
+
 /* Walker._add_round: the adds of one mutation whose parent is mirrored, in order (appended to
  * ``kept``); returns those whose parent is not (yet). The parent's context comes from the walker's
  * memo, else from Walker._ctx_of; an add under a blocked parent goes to Walker._add_under. */
@@ -1330,11 +1352,8 @@ static PyObject *add_round(PyObject *module, PyObject *const *args, Py_ssize_t n
     Stack stack = {0};
     PyObject *memo = NULL, *deferred = PyList_New(0);
     int rc = deferred == NULL ? -1 : walk_init(&w, walker);
-    if (rc == 0 && ((memo = PyObject_GetAttr(walker, s_memo)) == NULL || !PyDict_Check(memo))) {
-        if (memo != NULL)
-            PyErr_SetString(PyExc_TypeError, "Walker._memo must be a dict");
+    if (rc == 0 && (memo = walker_memo(walker)) == NULL)
         rc = -1;
-    }
     Py_INCREF(pending);
     for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(pending); i++) {
         PyObject *item = Py_NewRef(PyList_GET_ITEM(pending, i));
@@ -1353,27 +1372,15 @@ static PyObject *add_round(PyObject *module, PyObject *const *args, Py_ssize_t n
             rc = -1;
             goto next;
         }
-        if (pid != NULL && PyLong_Check(pid)) {  /* SessionMirror.get */
-            parent = PyDict_GetItemWithError(w.nodes, pid);
-            if (parent == NULL && !PyErr_Occurred()) {
-                int32_t r = table_row(w.table, 0, pid);
-                if (r >= 0)
-                    parent = table_node(w.table, r);
-            }
-            if (parent == NULL && PyErr_Occurred()) {
-                rc = -1;
-                goto next;
-            }
-            Py_XINCREF(parent);
+        if (pid != NULL && PyLong_Check(pid) && (parent = mirrored(&w, pid)) == NULL && PyErr_Occurred()) {
+            rc = -1;
+            goto next;
         }
         if (parent == NULL || parent == Py_None) {
             rc = PyList_Append(deferred, item);
             goto next;
         }
-        ctx = PyDict_GetItemWithError(memo, parent);
-        if (ctx != NULL)
-            Py_INCREF(ctx);
-        else if (PyErr_Occurred() || (ctx = ctx_of(&w, memo, parent)) == NULL) {
+        if ((ctx = ctx_of(&w, memo, parent)) == NULL) {  /* the memo's, when it knows the parent */
             rc = -1;
             goto next;
         }
@@ -2516,15 +2523,13 @@ static int read_add(Packed *pk, Py_ssize_t *pos, PackedAdd *add) {
     return 1;
 }
 
-/* SessionMirror.get(parent_id) for an int: a new reference, or NULL (none; or an error). */
-static PyObject *mirrored(Walk *w, PyObject *id) {
-    PyObject *node = PyDict_GetItemWithError(w->nodes, id);
-    if (node == NULL && !PyErr_Occurred()) {
-        int32_t r = table_row(w->table, 0, id);
-        if (r >= 0)
-            node = table_node(w->table, r);
-    }
-    return Py_XNewRef(node);
+/* The add leaves the array (Walker._adds keeps it not): spliced out, counted for the new header. */
+static int drop_add(Packed *pk, const PackedAdd *add, Py_ssize_t *dropped) {
+    PyObject *nothing = PyBytes_FromStringAndSize(NULL, 0);
+    int rc = nothing == NULL ? -1 : add_splice(pk, add->start, add->end, nothing);
+    Py_XDECREF(nothing);
+    (*dropped)++;
+    return rc;
 }
 
 /* delegate_add for the add at adds[i]: keeps what it returns (spliced in), or drops the add. */
@@ -2537,10 +2542,7 @@ static int delegate_add(Packed *pk, PyObject *fn, const PackedAdd *add, PyObject
         return -1;
     int rc = 0;
     if (after == Py_None) {
-        (*dropped)++;
-        PyObject *nothing = PyBytes_FromStringAndSize(NULL, 0);
-        rc = nothing == NULL ? -1 : add_splice(pk, add->start, add->end, nothing);
-        Py_XDECREF(nothing);
+        rc = drop_add(pk, add, dropped);
     } else if (!PyBytes_Check(after)) {
         PyErr_SetString(PyExc_TypeError, "walk_packed_adds: delegate_add must return bytes or None");
         rc = -1;
@@ -2593,21 +2595,15 @@ static PyObject *walk_packed_adds(PyObject *module, PyObject *const *args, Py_ss
             result = Py_NewRef(Py_None);
             rc = 1;
         } else if (r == 0) {
-            dropped++;
-            PyObject *nothing = PyBytes_FromStringAndSize(NULL, 0);
-            rc = nothing == NULL ? -1 : add_splice(&pk, adds[i].start, adds[i].end, nothing);
-            Py_XDECREF(nothing);
+            rc = drop_add(&pk, &adds[i], &dropped);
         } else {
             pending[npending++] = i;
         }
     }
     if (rc == 0)
         rc = walk_init(&pk.w, args[0]);
-    if (rc == 0 && ((memo = PyObject_GetAttr(args[0], s_memo)) == NULL || !PyDict_Check(memo))) {
-        if (memo != NULL)
-            PyErr_SetString(PyExc_TypeError, "Walker._memo must be a dict");
+    if (rc == 0 && (memo = walker_memo(args[0])) == NULL)
         rc = -1;
-    }
     while (rc == 0 && npending) {  /* Walker._adds' rounds */
         Py_ssize_t deferred = 0;
         for (Py_ssize_t j = 0; rc == 0 && j < npending; j++) {
@@ -2625,10 +2621,7 @@ static PyObject *walk_packed_adds(PyObject *module, PyObject *const *args, Py_ss
                 pending[deferred++] = pending[j];
                 continue;
             }
-            ctx = PyDict_GetItemWithError(memo, parent);
-            if (ctx != NULL)
-                Py_INCREF(ctx);
-            else if (PyErr_Occurred() || (ctx = ctx_of(&pk.w, memo, parent)) == NULL)
+            if ((ctx = ctx_of(&pk.w, memo, parent)) == NULL)
                 rc = -1;
             if (rc == 0)
                 rc = read_ctx(&pk.w, ctx);
