@@ -235,11 +235,13 @@ class Server:
     # What follows the interpreter instead of "-m replay": a script that changes one thing and then
     # calls replay.cli.main (e.g. bench/serve_default_gc.py), for before/after runs in one process.
     launcher: str = ""
+    # What runs the interpreter, e.g. valgrind (bench/server_instructions.py).
+    wrapper: tuple[str, ...] = ()
 
     def start(self, timeout: float = 60) -> "Server":
         launcher = self.launcher or os.environ.get("REPLAY_BENCH_LAUNCHER", "")
         self.proc = subprocess.Popen(
-            [sys.executable, *(launcher.split() or ["-m", "replay"]), "serve", "--data", str(self.data), "--host", "127.0.0.1",
+            [*self.wrapper, sys.executable, *(launcher.split() or ["-m", "replay"]), "serve", "--data", str(self.data), "--host", "127.0.0.1",
              "--port", "0", *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
             env={**os.environ, **self.env})

@@ -92,12 +92,12 @@ _encode_msgpack = msgspec.msgpack.encode
 def join_packed_items(window_id: str, events: list[Any]) -> bytes:
     """``pack_items`` for events already packed one by one (ingest/packed.py): the same bytes."""
     prefix = b"\x92" + _encode_msgpack(window_id)  # [window_id, event]
-    return prefix + prefix.join(events)
+    return prefix.join([b"", *events])  # one copy: prefix + prefix.join(events) made two
 
 
 def compress_block(parts: list[bytes], count: int, level: int = HOT_LEVEL) -> bytes:
     """One zstd frame of the msgpack array made of ``count`` packed items in ``parts``."""
-    return _compressor(level).compress(array_header(count) + b"".join(parts))
+    return _compressor(level).compress(b"".join([array_header(count), *parts]))
 
 
 _compressors = threading.local()

@@ -138,7 +138,7 @@ class _Frame:
 
 def _seal(frame: _Frame, level: int, project_id: str, session_id: str,
           summary: SessionSummary | None) -> tuple[codec.BlockEntry, bytes]:
-    data = compress_frame(codec.array_header(len(frame.parts)) + b"".join(frame.parts), level)
+    data = compress_frame(b"".join([codec.array_header(len(frame.parts)), *frame.parts]), level)
     order = {w: i for i, w in enumerate(summary.window_ids if summary else [])}
     windows = sorted(frame.windows, key=lambda w: (order.get(w, len(order)), w))
     entry = codec.BlockEntry(project_id, session_id, 0, 0, len(frame.parts), frame.first_ts, frame.last_ts,

@@ -53,6 +53,11 @@ class _LiveCollector(Collector):
             yield GaugeMetricFamily(name, doc, value=float(read()))
 
 
+def _key(name: str, labels: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    # Most counters have no labels, and ingest counts several per upload: skip the sort for them.
+    return (name, tuple(sorted((k, str(v)) for k, v in labels.items())) if labels else ())
+
+
 class Metrics:
     """Counters, live gauges and the flush-latency histogram of one Service."""
 
@@ -67,10 +72,10 @@ class Metrics:
 
     def inc(self, name: str, by: float = 1, **labels: str) -> None:
         """Add to a counter; a counter with labels must always be used with the same label names."""
-        self.counters[(name, tuple(sorted((k, str(v)) for k, v in labels.items())))] += by
+        self.counters[_key(name, labels)] += by
 
     def value(self, name: str, **labels: str) -> float:
-        return self.counters[(name, tuple(sorted((k, str(v)) for k, v in labels.items())))]
+        return self.counters[_key(name, labels)]
 
     def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
         """Export ``read()`` as a gauge, evaluated at every scrape."""

@@ -16,12 +16,12 @@ import os
 import secrets
 import struct
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgpack
+from zlib_ng import zlib_ng  # the same CRC-32 as zlib's, 10x fewer instructions (SIMD folding)
 
 from replay.catalog.summary import EventStats
 from replay.errors import Unavailable
@@ -52,13 +52,21 @@ class SpooledBatch:
         """Packed event bytes (what a session's summary counts as its size)."""
         return len(self.items)
 
-    def to_record(self) -> bytes:
-        body = msgpack.packb({
+    def to_record(self) -> tuple[bytes, bytes]:
+        """The log frame: its header (frame and the record's other fields) and the event bytes.
+
+        The body is one msgpack map whose last entry ``"e"`` is the events, left as they are: the
+        log is written with ``writev`` instead of copying every upload's events into a record.
+        """
+        head = msgpack.packb({
             "p": self.project_id, "s": self.session_id, "w": self.window_id, "b": self.batch_id,
-            "d": self.distinct_id, "n": self.count, "e": self.items, "x": self.stats.to_dict(),
+            "d": self.distinct_id, "n": self.count, "x": self.stats.to_dict(),
             "m": self.meta, "r": self.retention_days, "t": self.received_ms,
         }, use_bin_type=True)
-        return FRAME.pack(len(body), zlib.crc32(body)) + body
+        assert head[0] == 0x8A  # a fixmap of the 10 fields above; with "e", 11
+        head = b"\x8b" + head[1:] + b"\xa1e" + _bin_header(len(self.items))
+        crc = zlib_ng.crc32(self.items, zlib_ng.crc32(head))
+        return FRAME.pack(len(head) + len(self.items), crc) + head, self.items
 
     @classmethod
     def from_body(cls, body: bytes) -> "SpooledBatch":
@@ -80,6 +88,31 @@ class Segment:
     event_bytes: int = 0  # packed event bytes of its batches
 
 
+def _bin_header(n: int) -> bytes:
+    """msgpack's header of a ``bin`` of ``n`` bytes."""
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Write ``parts`` one after another at ``fd``'s offset, in as few system calls as the kernel allows."""
+    views = [memoryview(p) for p in parts if p]
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first:first + _IOV_MAX])
+        while first < len(views) and written >= len(views[first]):  # written whole
+            written -= len(views[first])
+            first += 1
+        if written:  # written in part
+            views[first] = views[first][written:]
+
+
 def read_segment(path: Path) -> tuple[list[SpooledBatch], int]:
     """Batches of a segment file up to its first torn or corrupt frame, and that frame's offset."""
     batches = []
@@ -88,7 +121,7 @@ def read_segment(path: Path) -> tuple[list[SpooledBatch], int]:
     while pos + FRAME.size <= len(data):
         length, crc = FRAME.unpack_from(data, pos)
         body = data[pos + FRAME.size: pos + FRAME.size + length]
-        if length > MAX_RECORD or len(body) != length or zlib.crc32(body) != crc:
+        if length > MAX_RECORD or len(body) != length or zlib_ng.crc32(body) != crc:
             break
         batches.append(SpooledBatch.from_body(body))
         pos += FRAME.size + length
@@ -103,7 +136,7 @@ class Spool:
         self._active: Segment | None = None
         self._fd: int | None = None
         self._sealed: list[Segment] = []
-        self._pending: list[tuple[bytes, list[SpooledBatch], asyncio.Future]] = []
+        self._pending: list[tuple[list[bytes], list[SpooledBatch], asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one disk write (or a seal) at a time
         self._seq = 0
@@ -169,8 +202,8 @@ class Spool:
         if not batches:
             fut.set_result(None)
             return fut
-        record = b"".join(b.to_record() for b in batches)
-        if self.disk_bytes + len(record) > self.max_bytes:
+        record = [part for b in batches for part in b.to_record()]
+        if self.disk_bytes + sum(map(len, record)) > self.max_bytes:
             raise Unavailable("the spool is full; retry later", code="spool_full")
         self._pending.append((record, batches, fut))
         if self._writer is None or self._writer.done():
@@ -183,9 +216,10 @@ class Spool:
             async with self._lock:
                 seg, fd = self._active, self._fd
                 assert seg is not None and fd is not None
-                data = b"".join(r for r, _, _ in group)
+                parts = [part for r, _, _ in group for part in r]
+                size = sum(map(len, parts))
                 try:
-                    await asyncio.to_thread(self._write_durably, fd, data, seg.size)
+                    await asyncio.to_thread(self._write_durably, fd, parts, seg.size)
                 except OSError as exc:
                     full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
                     err = Unavailable("the spool disk is full; retry later" if full else f"spool write failed: {exc.strerror}",
@@ -195,20 +229,17 @@ class Spool:
                         if not fut.done():
                             fut.set_exception(err)
                     continue
-                seg.size += len(data)
-                self.disk_bytes += len(data)
+                seg.size += size
+                self.disk_bytes += size
                 for _, batches, fut in group:
                     for b in batches:
                         self._remember(seg, b)
                     if not fut.done():
                         fut.set_result(None)
 
-    def _write_durably(self, fd: int, data: bytes, size_before: int) -> None:
+    def _write_durably(self, fd: int, parts: list[bytes], size_before: int) -> None:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_all(fd, parts)
             if self.fsync:
                 os.fdatasync(fd)
         except OSError:
