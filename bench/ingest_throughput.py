@@ -230,9 +230,10 @@ def main() -> None:
                    help="with --before-after: BEFORE is `replay serve` from this checkout (git worktree) instead of "
                         "default GC settings")
     p.add_argument("--repeat", type=int, default=3, help="paired floor+server runs; the median ratio counts")
-    p.add_argument("--stop-after", choices=("respond", "accept"),
+    p.add_argument("--stop-after", choices=("respond", "accept", "records"),
                    help="ceilings: the server answers 200 after reading the body (respond) or just before "
-                        "Service.accept (accept: decoded, parsed, checked); bench/serve_stopping_early.py")
+                        "Service.accept (accept: decoded, parsed, checked), or once the spool records are made (records: "
+                        "masked and packed, nothing written); bench/serve_stopping_early.py")
     args = p.parse_args()
     recs = load_recordings()
     sessions = build_sessions(recs, args.variants)
