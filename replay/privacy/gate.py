@@ -2,13 +2,13 @@
 
 State lives here, per process: a parsed policy per project and a node mirror per window. Batches
 of one window are enforced one at a time, in arrival order (the mirror depends on it); large
-batches run on a worker thread so one big full snapshot does not stall every other upload.
+decoded batches run on a worker thread so one big full snapshot does not stall every other upload
+(packed ones run inline: their walks are C holding the GIL, a thread would not let others run).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 from replay.catalog.records import Project
@@ -51,15 +51,16 @@ class PolicyGate:
                 mirror = self.mirrors.get(key, mirror_attributes(policy))
                 packed = batch.packed
                 if packed is not None:
-                    work = functools.partial(enforce_packed, policy, mirror, packed.events, packed.fields, packed.spans)
-                    heads = packed.fields
+                    # Inline: the packed path is mostly C walks that hold the GIL throughout, so on a
+                    # thread it stalled the other uploads nearly as much, and added the hops (the
+                    # same server CPU, a lower p99 in five pairs of five: bench/RESULTS.md, 13th pass).
+                    enforce_packed(policy, mirror, packed.events, packed.fields, packed.spans)
+                elif len(batch.events) > INLINE_EVENTS or any(e.get("type") == 2 for e in batch.events):
+                    # The decoded walk runs Python rules between its C loops: on a thread, the
+                    # event loop gets the GIL back every switch interval meanwhile.
+                    await asyncio.to_thread(enforce_events, policy, mirror, batch.events)
                 else:
-                    work = functools.partial(enforce_events, policy, mirror, batch.events)
-                    heads = batch.events
-                if len(heads) > INLINE_EVENTS or any(e.get("type") == 2 for e in heads):
-                    await asyncio.to_thread(work)
-                else:
-                    work()
+                    enforce_events(policy, mirror, batch.events)
         finally:
             if not lock.locked() and not getattr(lock, "_waiters", None):
                 self._locks.pop(key, None)
