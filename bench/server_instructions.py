@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
 import re
 import shutil
@@ -34,7 +33,7 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import Server, load_recordings, machine, tree_launcher  # noqa: E402
-from ingest_throughput import build_sessions, create_project  # noqa: E402
+from ingest_throughput import build_sessions, c_floor, create_project  # noqa: E402
 
 CALLGRIND = ("valgrind", "--tool=callgrind")
 
@@ -72,27 +71,20 @@ def instructions(data: Path, args: argparse.Namespace, sessions: list | None, ou
     server.start(timeout=900)
     statuses = asyncio.run(post_all(server.url, server.token, sessions, args.concurrency)) if sessions else {}
     server.stop(timeout=1800)
-    text = Path(out).read_text(errors="replace")
-    m = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+    return callgrind_total(out, "".join(server.output[-20:])), statuses
+
+
+def callgrind_total(out: Path, context: str = "") -> int:
+    """The instruction count a callgrind output file records for the whole run."""
+    m = re.search(r"^(?:summary|totals): (\d+)", out.read_text(errors="replace"), re.M)
     if not m:
-        raise RuntimeError("no callgrind total in " + str(out) + "\n" + "".join(server.output[-20:]))
-    return int(m.group(1)), statuses
+        raise RuntimeError(f"no callgrind total in {out}\n{context}")
+    return int(m.group(1))
 
 
 def floor_passes(bodies_file: str, passes: int) -> None:
-    """The C floor of ingest_throughput.py over the bodies, ``passes`` times (run under callgrind)."""
-    import orjson
-    import zstandard
-    from zlib_ng import zlib_ng
-
-    bodies = msgpack.unpackb(Path(bodies_file).read_bytes())
-    cctx = zstandard.ZstdCompressor(level=3)
-    gc.disable()
-    for _ in range(passes):
-        for body in bodies:
-            obj = orjson.loads(zlib_ng.decompress(body, 31))
-            cctx.compress(msgpack.packb(obj["events"], use_bin_type=True))
-            del obj
+    """ingest_throughput.py's C floor over the bodies, ``passes`` times (run under callgrind)."""
+    c_floor(msgpack.unpackb(Path(bodies_file).read_bytes()), gc_on=False, repeats=passes)
 
 
 def floor_instructions(bodies: list[bytes], tmp: Path) -> int:
@@ -105,7 +97,7 @@ def floor_instructions(bodies: list[bytes], tmp: Path) -> int:
         subprocess.run([*CALLGRIND, f"--callgrind-out-file={out}", sys.executable, __file__, "--floor-pass",
                         str(path), str(passes)], check=True, capture_output=True,
                        env={**os.environ, "PYTHONHASHSEED": "0"})
-        counts.append(int(re.search(r"^(?:summary|totals): (\d+)", out.read_text(errors="replace"), re.M).group(1)))
+        counts.append(callgrind_total(out))
     return counts[1] - counts[0]
 
 
