@@ -121,7 +121,7 @@ async def generate(bodies_file: Path, url: str, token: str, seconds: float, conc
     cursors: list = [None] * concurrency  # each worker's session, part posted
     target = f"{url}/v1/recordings?token={token}"
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
-    deadline = float("inf")
+    deadline = 0.0
     loop = asyncio.get_running_loop()
 
     async def session_worker(http: aiohttp.ClientSession, slot: int, budget: list[int]) -> None:
@@ -151,13 +151,12 @@ async def generate(bodies_file: Path, url: str, token: str, seconds: float, conc
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
         while (line := (await loop.run_in_executor(None, sys.stdin.readline)).split()) and line[0] == "GO":
-            if deadline == float("inf"):
-                deadline = time.monotonic() + seconds  # the cap counts from the first slice
             started, before = time.monotonic(), len(latencies)
+            deadline = started + seconds - wall  # the cap counts the slices' time, not the floor's between them
             budget = [int(line[1])]
             await asyncio.gather(*(session_worker(http, slot, budget) for slot in range(concurrency)))
             wall += time.monotonic() - started
-            done = time.monotonic() >= deadline or (queue.empty() and all(c is None for c in cursors))
+            done = wall >= seconds or (queue.empty() and all(c is None for c in cursors))
             print(json.dumps({"posted": len(latencies) - before, "done": done}), flush=True)
     return {"wall": wall, "latencies": latencies, "statuses": statuses, **sent}
 
