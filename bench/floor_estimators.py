@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import load_recordings, machine  # noqa: E402
-from ingest_throughput import build_sessions, c_floor, floor_slice  # noqa: E402
+from ingest_throughput import build_sessions, c_floor, floor_pass  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--rounds", type=int, default=6)
@@ -41,8 +41,8 @@ for _ in range(args.rounds):
     before = c_floor(bodies, gc_on=False)
     a = b = 0.0
     for k in range(n):
-        a += floor_slice(bodies[k::n])
-        b += floor_slice(bodies[(k + n // 2) % n::n])
+        a += floor_pass(bodies[k::n])
+        b += floor_pass(bodies[(k + n // 2) % n::n])
     one = c_floor(bodies, gc_on=False, repeats=1)
     after = c_floor(bodies, gc_on=False)
     sliced.append(a / b)

@@ -82,22 +82,27 @@ def zlib_gzip(data: bytes, level: int = 6) -> bytes:
 
 # -- the floor -------------------------------------------------------------------------------------
 
-def c_floor(bodies: list[bytes], gc_on: bool, repeats: int = 3) -> float:
-    """CPU seconds (best of ``repeats``) to gunzip, parse, msgpack and zstd-3 every body."""
-    cctx = zstandard.ZstdCompressor(level=3)
-    best = float("inf")
-    for _ in range(repeats):
-        gc.collect()
-        if not gc_on:
-            gc.disable()
+def floor_pass(bodies: list[bytes], gc_on: bool = False, cctx: zstandard.ZstdCompressor | None = None) -> float:
+    """CPU seconds of one pass of the floor: gunzip, parse, msgpack and zstd-3 every body."""
+    cctx = cctx or zstandard.ZstdCompressor(level=3)
+    gc.collect()
+    if not gc_on:
+        gc.disable()
+    try:
         t0 = time.process_time()
         for body in bodies:
             obj = orjson.loads(zlib_ng.decompress(body, 31))
             cctx.compress(msgpack.packb(obj["events"], use_bin_type=True))
             del obj
-        best = min(best, time.process_time() - t0)
+        return time.process_time() - t0
+    finally:
         gc.enable()
-    return best
+
+
+def c_floor(bodies: list[bytes], gc_on: bool, repeats: int = 3) -> float:
+    """CPU seconds of the floor over every body, best of ``repeats`` passes."""
+    cctx = zstandard.ZstdCompressor(level=3)
+    return min(floor_pass(bodies, gc_on, cctx) for _ in range(repeats))
 
 
 # -- the load generator (runs in its own process) --------------------------------------------------
@@ -106,7 +111,7 @@ async def generate(bodies_file: Path, url: str, token: str, seconds: float, conc
     """Post the sessions' bodies, ``concurrency`` sessions at a time, in slices the parent asks for.
 
     Each line on stdin ``GO n`` posts the next ``n`` uploads (the sessions in flight carry on where
-    the last slice left them) and answers one JSON line; ``END`` answers the totals. Between slices
+    the last slice left them) and answers whether the load is done; ``END`` answers the totals. Between slices
     nothing is posted, so the parent can run a slice of the floor on a quiet machine.
     """
     import aiohttp
@@ -151,13 +156,13 @@ async def generate(bodies_file: Path, url: str, token: str, seconds: float, conc
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as http:
         while (line := (await loop.run_in_executor(None, sys.stdin.readline)).split()) and line[0] == "GO":
-            started, before = time.monotonic(), len(latencies)
+            started = time.monotonic()
             deadline = started + seconds - wall  # the cap counts the slices' time, not the floor's between them
             budget = [int(line[1])]
             await asyncio.gather(*(session_worker(http, slot, budget) for slot in range(concurrency)))
             wall += time.monotonic() - started
             done = wall >= seconds or (queue.empty() and all(c is None for c in cursors))
-            print(json.dumps({"posted": len(latencies) - before, "done": done}), flush=True)
+            print(json.dumps({"done": done}), flush=True)
     return {"wall": wall, "latencies": latencies, "statuses": statuses, **sent}
 
 
@@ -176,22 +181,6 @@ async def create_project(data: Path, policy: dict) -> None:
 
 
 # -- the run ---------------------------------------------------------------------------------------
-
-def floor_slice(bodies: list[bytes]) -> float:
-    """CPU seconds of one pass of the C floor over ``bodies``, garbage collector off (as ``c_floor``)."""
-    cctx = zstandard.ZstdCompressor(level=3)
-    gc.collect()
-    gc.disable()
-    try:
-        t0 = time.process_time()
-        for body in bodies:
-            obj = orjson.loads(zlib_ng.decompress(body, 31))
-            cctx.compress(msgpack.packb(obj["events"], use_bin_type=True))
-            del obj
-        return time.process_time() - t0
-    finally:
-        gc.enable()
-
 
 def run_once(bodies_file: Path, bodies: list[bytes], raw_sizes: list[int], args: argparse.Namespace, tmp: Path,
              launcher: str = "") -> dict:
@@ -222,7 +211,7 @@ def run_once(bodies_file: Path, bodies: list[bytes], raw_sizes: list[int], args:
             for k in range(args.slices):
                 # Every k-th body: each slice of the floor is a sample of the whole corpus, and over
                 # the run the floor reads every body once.
-                floor_cpu += floor_slice(bodies[k::args.slices])
+                floor_cpu += floor_pass(bodies[k::args.slices])
                 floor_raw += sum(raw_sizes[k::args.slices])
                 if done:
                     continue
